@@ -1,0 +1,3 @@
+from hopcast.cli import main
+
+main()

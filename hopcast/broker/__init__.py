@@ -1,0 +1,78 @@
+"""The broker interface the hub needs, and how to pick an implementation from a URL.
+
+Two implementations: `hopcast.broker.amqp.AmqpBroker` (RabbitMQ streams, the
+product) and `hopcast.broker.memory.MemoryBroker` (embedded, same offsets and
+resume semantics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from hopcast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hopcast.config import Settings
+
+StartAt = int | datetime | Literal["first", "next"]
+"""Where a read starts: an offset (inclusive), a time, the stream's beginning, or its end."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of the stream as the hub sees it."""
+
+    offset: int
+    topic: str
+    type: str | None
+    body: bytes
+
+
+class Reader(AbstractAsyncContextManager["Reader"], Protocol):
+    """An open read of the stream: iterate it for batches of messages in offset order."""
+
+    def __aiter__(self) -> AsyncIterator[Sequence[Message]]: ...
+
+
+class Broker(Protocol):
+    """What the hub needs from a broker (as Mercure's Transport).
+
+    `read` and `publish` raise `BrokerUnavailable` when the broker cannot be
+    reached; a reader raises it from its iteration when the connection drops.
+    """
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def start(self) -> None:
+        """Connect and declare the topology, retrying until the broker answers."""
+
+    async def publish(self, topic: str, body: bytes, event: str | None) -> None:
+        """Publish and return once the broker confirmed and routed the message."""
+
+    def read(self, start: StartAt, *, purpose: str = "live") -> Reader:
+        """Open a read of the stream from ``start``."""
+
+    async def tail(self) -> int | None:
+        """The offset of the stream's last message, or None when it is empty."""
+
+    async def aclose(self) -> None:
+        """Close every connection; readers end with `BrokerUnavailable`."""
+
+
+def broker_from_settings(settings: Settings) -> Broker:
+    """Build the broker that ``settings.broker`` names (``amqp://…`` or ``memory://``)."""
+    scheme = settings.broker[0].split(":", 1)[0].lower()
+    if scheme == "memory":
+        from hopcast.broker.memory import MemoryBroker
+
+        return MemoryBroker(max_length=settings.memory_max_events)
+    if scheme in ("amqp", "amqps"):
+        from hopcast.broker.amqp import AmqpBroker
+
+        return AmqpBroker(settings)
+    raise ConfigError(f"broker: unsupported URL scheme {scheme!r} (use amqp://, amqps:// or memory://)")

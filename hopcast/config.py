@@ -1,0 +1,146 @@
+"""Settings: one frozen, typed object built from ``HOPCAST_*`` variables and flag overrides.
+
+Every flag ``--some-name`` has the variable ``HOPCAST_SOME_NAME``; list settings
+take a comma-separated value in their variable.
+
+>>> Settings.from_env({"HOPCAST_PORT": "9000"}).port
+9000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hopcast.errors import ConfigError
+
+DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_EXCHANGE = "hopcast"
+DEFAULT_STREAM = "hopcast.events"
+DEFAULT_STREAM_MAX_AGE = 24 * 3600
+DEFAULT_STREAM_MAX_BYTES = 1_000_000_000
+DEFAULT_STREAM_SEGMENT_BYTES = 50_000_000
+DEFAULT_HEARTBEAT = 15.0
+DEFAULT_RETRY_MS = 3000
+DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_RING_SIZE = 10_000
+DEFAULT_MAX_EVENT_BYTES = 1_048_576
+DEFAULT_PREFETCH = 1000
+DEFAULT_AMQP_HEARTBEAT = 10
+DEFAULT_SHUTDOWN_GRACE = 5.0
+DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
+PREFIX = "HOPCAST_"
+LIST_FIELDS = frozenset({"broker"})
+
+Positive = Annotated[int, Field(gt=0)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    """Everything the gateway can be told; every field has a flag and a variable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker: tuple[str, ...] = Field(
+        (DEFAULT_BROKER,),
+        description="broker URL (amqp://, amqps:// or memory://); several amqp URLs fail over",
+        min_length=1,
+    )
+    host: str = Field(DEFAULT_HOST, description="address to listen on")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(DEFAULT_PORT, description="TCP port")
+    workers: Positive = Field(1, description="processes serving the same port")
+    exchange: str = Field(DEFAULT_EXCHANGE, description="topic exchange publishers use")
+    stream: str = Field(DEFAULT_STREAM, description="stream queue bound to the exchange with #")
+    stream_max_age: Positive = Field(
+        DEFAULT_STREAM_MAX_AGE, description="stream retention, seconds (applies at creation)"
+    )
+    stream_max_bytes: Positive = Field(
+        DEFAULT_STREAM_MAX_BYTES, description="stream retention, bytes (applies at creation)"
+    )
+    stream_segment_bytes: Positive = Field(
+        DEFAULT_STREAM_SEGMENT_BYTES, description="stream segment size, bytes (applies at creation)"
+    )
+    heartbeat: Seconds = Field(DEFAULT_HEARTBEAT, description="heartbeat on quiet streams, seconds")
+    retry: Positive = Field(DEFAULT_RETRY_MS, description="reconnection delay sent to clients, ms")
+    queue_size: Positive = Field(
+        DEFAULT_QUEUE_SIZE, description="events queued per subscriber before it is cut off"
+    )
+    ring_size: Annotated[int, Field(ge=0)] = Field(
+        DEFAULT_RING_SIZE, description="latest events kept in memory for resumes"
+    )
+    max_event_bytes: Positive = Field(
+        DEFAULT_MAX_EVENT_BYTES, description="largest event body sent or accepted, bytes"
+    )
+    prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")
+    amqp_heartbeat: Annotated[int, Field(ge=0)] = Field(
+        DEFAULT_AMQP_HEARTBEAT, description="AMQP heartbeat, seconds (0 turns it off)"
+    )
+    shutdown_grace: Seconds = Field(
+        DEFAULT_SHUTDOWN_GRACE, description="seconds given to open streams on shutdown"
+    )
+    memory_max_events: Positive = Field(
+        DEFAULT_MEMORY_MAX_EVENTS, description="retention of the memory:// broker, events"
+    )
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    @field_validator("broker")
+    @classmethod
+    def _known_schemes(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        schemes = {u.split("://", 1)[0].lower() for u in urls if "://" in u}
+        if len(schemes) != 1 or any("://" not in u for u in urls):
+            raise ValueError("each broker is a URL, all of one scheme")
+        if not schemes <= {"amqp", "amqps", "memory"}:
+            raise ValueError("the scheme is amqp://, amqps:// or memory://")
+        return urls
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, level: str) -> str:
+        if level.lower() not in ("debug", "info", "warning", "error"):
+            raise ValueError("debug, info, warning or error")
+        return level.lower()
+
+    @field_validator("exchange", "stream")
+    @classmethod
+    def _amqp_name(cls, name: str) -> str:
+        if not 0 < len(name.encode()) <= 255 or any(c in name for c in "\r\n\x00"):
+            raise ValueError("1-255 bytes, no line breaks")
+        return name
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``HOPCAST_*`` variables, then flags (not None) on top."""
+        data: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name in cls.model_fields:
+            key = PREFIX + name.upper()
+            if key in env:
+                value: Any = env[key]
+                if name in LIST_FIELDS:
+                    value = tuple(v.strip() for v in value.split(",") if v.strip())
+                data[name] = value
+                sources[name] = key
+        for name, value in overrides.items():
+            if value is not None and value != ():
+                data[name] = value
+                sources[name] = "--" + name.replace("_", "-")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = str(err["loc"][0]) if err["loc"] else "?"
+            where = sources.get(name, "--" + name.replace("_", "-"))
+            value = data.get(name, err.get("input"))
+            raise ConfigError(f"{where}: bad value {value!r}: {err['msg']}") from None
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings (how worker processes receive them)."""
+        out = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            out[PREFIX + name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out

@@ -1,0 +1,591 @@
+"""The hub: one live stream reader per process, a pattern trie, a replay ring, and resume.
+
+The data path is stream → `Hub._dispatch` → `Subscription` → the SSE writer in
+`hopcast.app`. How a resume hands over from replay to live without a gap or a
+duplicate is drawn in ``docs/architecture.md``.
+
+>>> hub = Hub(MemoryBroker(), Settings.from_env({"HOPCAST_BROKER": "memory://"}))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from hopcast.broker import Broker, Message, StartAt
+from hopcast.broker.memory import MemoryBroker
+from hopcast.config import Settings
+from hopcast.errors import BrokerUnavailable, SubscriptionClosed
+from hopcast.sse import MISSED, encode_gateway_event, encode_message
+from hopcast.topics import HASH, STAR, Pattern
+
+log = logging.getLogger(__name__)
+
+REPLAY_CHUNK = 512
+"""Ring events scanned per writer wake-up, so one resume does not hold the loop."""
+CATCHUP_GATHER = 0.05
+"""Seconds a new catch-up reader waits for other resumes to join it before it starts."""
+CATCHUP_STALL = 30.0
+"""Seconds a catch-up reader waits for a member that does not drain before cutting it off."""
+BACKOFF_START = 0.2
+BACKOFF_MAX = 5.0
+
+Since = datetime | Literal["first"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as dispatched: its offset, topic and encoded frame."""
+
+    offset: int
+    topic: str
+    frame: bytes
+
+
+class Mode(Enum):
+    STARTING = "starting"
+    REPLAY = "replay"
+    CATCHUP = "catchup"
+    LIVE = "live"
+
+
+class Subscription:
+    """One client's subscription; its writer calls `next_chunk` in a loop.
+
+    ``cursor`` is the offset up to which every event has been queued for this
+    client or judged not to match it.
+    """
+
+    __slots__ = (
+        "_frames",
+        "_hub",
+        "_room",
+        "_wake",
+        "after",
+        "closed",
+        "cursor",
+        "mode",
+        "on_cut",
+        "patterns",
+        "since",
+    )
+
+    def __init__(
+        self, hub: Hub, patterns: Sequence[Pattern], after: int | None, since: Since | None
+    ) -> None:
+        self._hub = hub
+        self.patterns = tuple(patterns)
+        self.after = after
+        self.since = since
+        self.cursor = -1
+        self.mode = Mode.STARTING
+        self.closed: str | None = None
+        self._frames: list[bytes] = []
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self.on_cut: Callable[[], object] | None = None
+        """Called when the gateway cuts this client off (its writer may be stuck in a send)."""
+
+    def __repr__(self) -> str:
+        pats = ",".join(p.text for p in self.patterns)
+        return f"<Subscription {pats} {self.mode.value} cursor={self.cursor}>"
+
+    def matches(self, topic: str) -> bool:
+        return any(p.matches(topic) for p in self.patterns)
+
+    def push(self, frame: bytes, offset: int) -> None:
+        """Queue a live frame; a queue past its bound cuts the client off (it resumes)."""
+        if offset <= self.cursor or self.closed:
+            return
+        self.cursor = offset
+        frames = self._frames
+        frames.append(frame)
+        if len(frames) > self._hub.settings.queue_size and self.mode is Mode.LIVE:
+            self._hub.stats.slow_disconnects += 1
+            self.close("slow")
+            if self.on_cut is not None:
+                self.on_cut()
+            return
+        if len(frames) == 1:
+            self._wake.set()
+
+    def _push_many(self, frames: Iterable[bytes]) -> None:
+        self._frames.extend(frames)
+        if self._frames:
+            self._wake.set()
+
+    def close(self, reason: str) -> None:
+        """End the subscription; its writer sees `SubscriptionClosed` with ``reason``."""
+        if self.closed:
+            return
+        self.closed = reason
+        self._frames.clear()
+        self._hub._forget(self)
+        self._wake.set()
+        self._room.set()
+
+    @property
+    def safe_offset(self) -> int | None:
+        """The offset a heartbeat may carry: everything up to it was sent or did not match."""
+        if self.mode is not Mode.LIVE or self._frames:
+            return None if self.mode is Mode.STARTING else self.cursor
+        return max(self.cursor, self._hub.position)
+
+    async def start(self) -> int | None:
+        """Place the subscription (live, replay or catch-up); return its first ``id``, if any."""
+        hub = self._hub
+        await hub.wait_tail_known()
+        if self.closed:
+            raise SubscriptionClosed(self.closed)
+        if self.after is not None:
+            self.cursor = self.after
+            known = max(hub.position, hub.tail_hint)
+            if self.after > known and not await hub.reaches(self.after):
+                first = hub.earliest
+                self._frames.append(
+                    encode_gateway_event(
+                        first - 1,
+                        MISSED,
+                        {"reason": "reset", "requested": self.after, "first": first},
+                    )
+                )
+                self.cursor = first - 1
+            if self.closed:
+                raise SubscriptionClosed(self.closed)
+            self.mode = Mode.REPLAY
+            return None
+        if self.since is not None:
+            hub._join_catchup(self, self.since)
+            return None
+        self.cursor = max(hub.position, hub.tail_hint)
+        hub._go_live(self)
+        return self.cursor
+
+    async def next_chunk(self, timeout: float) -> bytes | None:
+        """The frames pending for this client joined in one chunk, or None after ``timeout``."""
+        hub = self._hub
+        while True:
+            if self.closed:
+                raise SubscriptionClosed(self.closed)
+            if self._frames:
+                chunk = b"".join(self._frames)
+                self._frames.clear()
+                self._room.set()
+                return chunk
+            if self.mode is Mode.REPLAY:
+                hub._replay_step(self)
+                continue
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+            except TimeoutError:
+                if not self._frames and not self.closed:
+                    return None
+
+    async def _wait_room(self) -> None:
+        """Wait until the writer took what is queued (flow control for catch-up)."""
+        limit = self._hub.settings.queue_size
+        while len(self._frames) >= limit and not self.closed:
+            self._room.clear()
+            await self._room.wait()
+
+
+class _Node:
+    __slots__ = ("children", "hash", "star", "subs")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.star: _Node | None = None
+        self.hash: _Node | None = None
+        self.subs: dict[Subscription, None] = {}
+
+    def child(self, word: str) -> _Node:
+        if word == STAR:
+            if self.star is None:
+                self.star = _Node()
+            return self.star
+        if word == HASH:
+            if self.hash is None:
+                self.hash = _Node()
+            return self.hash
+        node = self.children.get(word)
+        if node is None:
+            node = self.children[word] = _Node()
+        return node
+
+    def collect(self, words: Sequence[str], i: int, out: dict[Subscription, None]) -> None:
+        if self.hash is not None:
+            for k in range(i, len(words) + 1):
+                self.hash.collect(words, k, out)
+        if i == len(words):
+            out.update(self.subs)
+            return
+        child = self.children.get(words[i])
+        if child is not None:
+            child.collect(words, i + 1, out)
+        if self.star is not None:
+            self.star.collect(words, i + 1, out)
+
+
+class PatternTrie:
+    """Subscriptions indexed by pattern; `match` costs the number of matches, cached per topic."""
+
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._cache: dict[str, tuple[Subscription, ...]] = {}
+        self.size = 0
+
+    def add(self, sub: Subscription) -> None:
+        for pattern in sub.patterns:
+            node = self._root
+            for word in pattern.words:
+                node = node.child(word)
+            node.subs[sub] = None
+        self.size += 1
+        self._cache.clear()
+
+    def remove(self, sub: Subscription) -> None:
+        for pattern in sub.patterns:
+            path = [self._root]
+            for word in pattern.words:
+                nxt = (
+                    path[-1].star
+                    if word == STAR
+                    else path[-1].hash
+                    if word == HASH
+                    else path[-1].children.get(word)
+                )
+                if nxt is None:
+                    break
+                path.append(nxt)
+            else:
+                path[-1].subs.pop(sub, None)
+        self.size -= 1
+        self._cache.clear()
+
+    def match(self, topic: str) -> tuple[Subscription, ...]:
+        found = self._cache.get(topic)
+        if found is None:
+            out: dict[Subscription, None] = {}
+            self._root.collect(topic.split("."), 0, out)
+            found = self._cache[topic] = tuple(out)
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+        return found
+
+
+@dataclass
+class Stats:
+    """Counters for ``/metrics``; plain integers, bumped per batch on the hot path."""
+
+    events: int = 0
+    deliveries: int = 0
+    slow_disconnects: int = 0
+    catchup_readers: int = 0
+    reconnects: int = 0
+
+
+class _CatchUp:
+    """A temporary stream reader shared by resumes from nearby offsets."""
+
+    def __init__(self, hub: Hub, start: StartAt) -> None:
+        self.hub = hub
+        self.start = start
+        self.members: list[Subscription] = []
+        self.position: int | None = None
+        self.first: int | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def can_take(self, after: int) -> bool:
+        if not isinstance(self.start, int) or self.start > after:
+            return False
+        return self.position is None or self.position <= after
+
+    async def run(self) -> None:
+        hub = self.hub
+        await asyncio.sleep(CATCHUP_GATHER)
+        delay = BACKOFF_START
+        hub.stats.catchup_readers += 1
+        try:
+            while self.members:
+                start: StartAt = self.start if self.position is None else self.position + 1
+                try:
+                    async with hub.broker.read(start, purpose="catch-up") as reader:
+                        async for batch in reader:
+                            if await self._feed(batch):
+                                return
+                            delay = BACKOFF_START
+                except BrokerUnavailable as exc:
+                    log.warning("catch-up reader: %s; retrying in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(BACKOFF_MAX, delay * 2)
+        finally:
+            hub.stats.catchup_readers -= 1
+            hub._catchups.discard(self)
+            for sub in self.members:
+                if not sub.closed and sub.mode is Mode.CATCHUP:
+                    sub.mode = Mode.REPLAY
+                    sub._wake.set()
+
+    async def _feed(self, batch: Sequence[Message]) -> bool:
+        """Hand a batch to the members; True once the hub's ring or live stream takes over."""
+        hub = self.hub
+        if self.first is None:
+            self.first = batch[0].offset
+            for sub in self.members:
+                if sub.since is not None:
+                    sub.cursor = self.first - 1
+        max_size = hub.settings.max_event_bytes
+        encoded: dict[int, bytes] = {}
+        last = batch[-1].offset
+        for sub in list(self.members):
+            if sub.closed:
+                self.members.remove(sub)
+                continue
+            frames = []
+            if sub.cursor + 1 < batch[0].offset and self.position is None:
+                frames.append(
+                    encode_gateway_event(
+                        batch[0].offset - 1,
+                        MISSED,
+                        {"reason": "retention", "requested": sub.cursor, "first": batch[0].offset},
+                    )
+                )
+            cursor = sub.cursor
+            for msg in batch:
+                if msg.offset > cursor and sub.matches(msg.topic):
+                    frame = encoded.get(msg.offset)
+                    if frame is None:
+                        frame = encoded[msg.offset] = encode_message(
+                            msg.offset, msg.type, msg.body, max_size
+                        )
+                    frames.append(frame)
+            if last > cursor:
+                sub.cursor = last
+            sub._push_many(frames)
+        self.position = last
+        if hub.covers(last):
+            return True
+        for sub in self.members:
+            await sub._wait_room()
+        return not self.members
+
+
+class Hub:
+    """Fans the stream out to subscriptions; owns the live reader, the ring and catch-ups."""
+
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self.stats = Stats()
+        self.position = -1
+        """The last offset dispatched (or known to precede the first one to dispatch)."""
+        self.tail_hint = -1
+        """The stream's tail learned at start-up; fresh subscribers start after it."""
+        self.reader_running = False
+        self.shutting_down = False
+        self._ring: deque[Event] = deque(maxlen=settings.ring_size)
+        self._trie = PatternTrie()
+        self._catchups: set[_CatchUp] = set()
+        self._subscriptions: set[Subscription] = set()
+        self._tail_known = asyncio.Event()
+        self._ring_filled = asyncio.Event()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._probe: asyncio.Future[int | None] | None = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the live stream reader; it connects in the background and retries."""
+        self._reader_task = asyncio.create_task(self._run_reader(), name="hopcast-stream-reader")
+
+    def begin_shutdown(self) -> None:
+        """End every stream now (clients are told to come back later) and refuse new ones."""
+        self.shutting_down = True
+        for sub in list(self._subscriptions):
+            sub.close("shutdown")
+
+    async def aclose(self) -> None:
+        """Stop reading and end every subscription."""
+        for sub in list(self._subscriptions):
+            sub.close("shutdown")
+        tasks = [t for t in [self._reader_task, *(c.task for c in self._catchups)] if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def __aenter__(self) -> Hub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def ready(self) -> bool:
+        """Broker connected, live reader running, and the ring filled up to the start-up tail."""
+        return (
+            self.reader_running and self.broker.connected and self._ring_filled.is_set()
+        )
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscriptions)
+
+    @property
+    def earliest(self) -> int:
+        """The first offset this process can serve without reading the stream."""
+        return self._ring[0].offset if self._ring else self.position + 1
+
+    async def wait_tail_known(self) -> None:
+        await self._tail_known.wait()
+
+    async def _run_reader(self) -> None:
+        delay = BACKOFF_START
+        start: StartAt | None = None
+        while True:
+            try:
+                if start is None:
+                    await self.broker.start()
+                    start = await self._learn_tail()
+                async with self.broker.read(start, purpose="live") as reader:
+                    self.reader_running = True
+                    delay = BACKOFF_START
+                    async for batch in reader:
+                        self._dispatch(batch)
+            except BrokerUnavailable as exc:
+                log.warning("stream reader: %s; reconnecting in %.1f s", exc, delay)
+            finally:
+                self.reader_running = False
+            self.stats.reconnects += 1
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delay = min(BACKOFF_MAX, delay * 2)
+            if start is not None:
+                start = self.position + 1
+
+    async def _learn_tail(self) -> StartAt:
+        tail = await self.broker.tail()
+        if tail is None:
+            self.position = self.tail_hint = -1
+            self._ring_filled.set()
+            self._tail_known.set()
+            return "first"
+        begin = max(0, tail - self.settings.ring_size + 1)
+        self.position = begin - 1
+        self.tail_hint = tail
+        if self.position >= tail:
+            self._ring_filled.set()
+        self._tail_known.set()
+        log.info("stream tail at offset %d; filling the ring from %d", tail, begin)
+        return begin
+
+    # -- the hot path ------------------------------------------------------------
+
+    def _dispatch(self, batch: Sequence[Message]) -> None:
+        """Encode each new event once and queue it for every matching subscription."""
+        position = self.position
+        max_size = self.settings.max_event_bytes
+        ring = self._ring
+        match = self._trie.match
+        deliveries = 0
+        for msg in batch:
+            offset = msg.offset
+            if offset <= position:
+                continue
+            frame = encode_message(offset, msg.type, msg.body, max_size)
+            ring.append(Event(offset, msg.topic, frame))
+            position = self.position = offset
+            subs = match(msg.topic)
+            for sub in subs:
+                sub.push(frame, offset)
+            deliveries += len(subs)
+        self.stats.events += len(batch)
+        self.stats.deliveries += deliveries
+        if position >= self.tail_hint and not self._ring_filled.is_set():
+            log.info("ring filled up to offset %d; ready", position)
+            self._ring_filled.set()
+
+    # -- subscriptions ---------------------------------------------------------
+
+    def subscribe(
+        self, patterns: Sequence[Pattern], *, after: int | None = None, since: Since | None = None
+    ) -> Subscription:
+        """A new subscription; resume after offset ``after``, or start at ``since``."""
+        sub = Subscription(self, patterns, after, since)
+        self._subscriptions.add(sub)
+        return sub
+
+    def covers(self, after: int) -> bool:
+        """Whether every event after offset ``after`` is in the ring or yet to be dispatched."""
+        ring = self._ring
+        return after >= self.position or (bool(ring) and ring[0].offset <= after + 1)
+
+    async def reaches(self, offset: int) -> bool:
+        """Whether the broker's stream holds ``offset`` (one probe shared by concurrent asks)."""
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self.broker.tail())
+        try:
+            tail = await asyncio.shield(self._probe)
+        except BrokerUnavailable:
+            return True  # cannot tell now: wait live for it, as a lagging worker would
+        return tail is not None and tail >= offset
+
+    def _go_live(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        sub.mode = Mode.LIVE
+        self._trie.add(sub)
+
+    def _replay_step(self, sub: Subscription) -> None:
+        """Queue the next ring events after the cursor; go live or to the stream at the ends."""
+        ring = self._ring
+        cursor = sub.cursor
+        if cursor >= self.position:
+            self._go_live(sub)
+            return
+        if not ring or ring[0].offset > cursor + 1:
+            self._join_catchup(sub, cursor)
+            return
+        i = bisect.bisect_right(ring, cursor, key=_offset_of)
+        end = min(len(ring), i + REPLAY_CHUNK)
+        frames = sub._frames
+        for k in range(i, end):
+            event = ring[k]
+            if sub.matches(event.topic):
+                frames.append(event.frame)
+        sub.cursor = ring[end - 1].offset
+
+    def _join_catchup(self, sub: Subscription, start: int | Since) -> None:
+        if sub.closed:
+            return
+        sub.mode = Mode.CATCHUP
+        if isinstance(start, int):
+            for catchup in self._catchups:
+                if catchup.can_take(start):
+                    catchup.members.append(sub)
+                    return
+        catchup = _CatchUp(self, start)
+        catchup.members.append(sub)
+        self._catchups.add(catchup)
+        catchup.task = asyncio.create_task(catchup.run(), name="hopcast-catch-up")
+
+    def _forget(self, sub: Subscription) -> None:
+        self._subscriptions.discard(sub)
+        if sub.mode is Mode.LIVE:
+            self._trie.remove(sub)
+
+
+def _offset_of(event: Event) -> int:
+    return event.offset
+
+
+__all__ = ["Event", "Hub", "MemoryBroker", "Stats", "Subscription"]

@@ -1,0 +1,144 @@
+"""Running the gateway: one uvicorn server per process, N processes sharing one socket.
+
+On SIGTERM or SIGINT each process first ends its event streams with a spread-out
+``retry:`` hint (an ASGI server waits for open streams, which never end by
+themselves), then lets uvicorn finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from hopcast.app import create_app
+from hopcast.config import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE = 0.5
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, told to end the hub's streams as soon as a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        hub = getattr(self._app.state, "hub", None)
+        if hub is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(hub.begin_shutdown)
+        super().handle_exit(sig, frame)
+
+
+def _config(settings: Settings, app: Starlette) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+    )
+
+
+def serve_here(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve in this process, on ``sock`` when given (a worker) or on host:port."""
+    _warn_about(settings)
+    app = create_app(settings)
+    server = GatewayServer(_config(settings, app), app)
+    server.run(sockets=[sock] if sock is not None else None)
+
+
+def _warn_about(settings: Settings) -> None:
+    if settings.broker[0].startswith("memory:"):
+        log.warning("using the embedded memory:// broker: events live in this process only")
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s",
+    )
+    serve_here(settings, sock)
+
+
+def run(settings: Settings) -> None:
+    """Run the gateway: in this process, or as ``settings.workers`` processes on one port."""
+    if settings.workers == 1:
+        serve_here(settings)
+        return
+    if settings.broker[0].startswith("memory:"):
+        log.error("memory:// lives in one process; use RabbitMQ to run several workers")
+        raise SystemExit(2)
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    Supervisor(settings, sock).run()
+
+
+class Supervisor:
+    """Keeps N worker processes serving one socket; restarts one that dies."""
+
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self._settings = settings
+        self._sock = sock
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[multiprocessing.process.BaseProcess] = []
+        self._stopping = False
+
+    def _spawn(self) -> multiprocessing.process.BaseProcess:
+        proc = self._ctx.Process(target=_worker, args=(self._settings, self._sock), daemon=False)
+        proc.start()
+        log.info("started worker %s", proc.pid)
+        return proc
+
+    def _stop(self, sig: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        log.info(
+            "listening on %s:%d with %d workers",
+            self._settings.host,
+            self._settings.port,
+            self._settings.workers,
+        )
+        self._workers = [self._spawn() for _ in range(self._settings.workers)]
+        while not self._stopping:
+            time.sleep(0.2)
+            for i, proc in enumerate(self._workers):
+                if not proc.is_alive() and not self._stopping:
+                    log.warning("worker %s exited (%s); starting another", proc.pid, proc.exitcode)
+                    time.sleep(RESTART_PAUSE)
+                    self._workers[i] = self._spawn()
+        for proc in self._workers:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self._settings.shutdown_grace + 5
+        for proc in self._workers:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+        self._sock.close()

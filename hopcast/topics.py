@@ -1,0 +1,172 @@
+"""Topics and patterns: parsing, matching and containment with RabbitMQ's topic semantics.
+
+A topic is dot-separated words of ``[A-Za-z0-9_:-]{1,64}``, at most 255 bytes; a
+pattern may use ``*`` (exactly one word) and ``#`` (zero or more words).
+
+>>> Pattern.parse("orders.*").matches("orders.42")
+True
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from hopcast.errors import InvalidTopic
+
+MAX_TOPIC_BYTES = 255
+MAX_WORD_CHARS = 64
+_WORD = re.compile(r"[A-Za-z0-9_:\-]{1,64}")
+STAR = "*"
+HASH = "#"
+
+
+def _check_length(text: str, kind: str) -> None:
+    if not text:
+        raise InvalidTopic(f"{kind} is empty")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_TOPIC_BYTES:
+        raise InvalidTopic(f"{kind} is longer than {MAX_TOPIC_BYTES} bytes")
+
+
+def _bad_word(word: str, kind: str) -> InvalidTopic:
+    if not word:
+        return InvalidTopic(f"{kind} has an empty word (two dots, or a dot at an end)")
+    if len(word) > MAX_WORD_CHARS:
+        return InvalidTopic(f"{kind} has a word longer than {MAX_WORD_CHARS} characters")
+    return InvalidTopic(f"{kind} word {word[:70]!r} may use only letters, digits, '_', ':' and '-'")
+
+
+@lru_cache(maxsize=4096)
+def parse_topic(text: str) -> str:
+    """Return ``text`` if it is a valid topic, else raise `InvalidTopic`.
+
+    >>> parse_topic("chat.room-7.typing")
+    'chat.room-7.typing'
+    """
+    _check_length(text, "topic")
+    for word in text.split("."):
+        if not _WORD.fullmatch(word):
+            if word in (STAR, HASH):
+                raise InvalidTopic("a topic may not contain '*' or '#'; those are for patterns")
+            raise _bad_word(word, "topic")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A parsed subscription pattern; ``words`` keeps ``*`` and ``#`` as they are.
+
+    >>> Pattern.parse("user.42.#").matches("user.42")
+    True
+    """
+
+    words: tuple[str, ...]
+    _regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        """Parse and validate a pattern; raise `InvalidTopic` with a reason."""
+        return _parse_pattern(text)
+
+    @property
+    def text(self) -> str:
+        return ".".join(self.words)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def matches(self, topic: str) -> bool:
+        """Whether RabbitMQ would route a message with routing key ``topic`` to this binding."""
+        return self._regex.fullmatch("." + topic) is not None
+
+    def contains(self, other: Pattern) -> bool:
+        """Whether every topic ``other`` can match is matched by this pattern.
+
+        >>> Pattern.parse("orders.#").contains(Pattern.parse("orders.*"))
+        True
+        >>> Pattern.parse("orders.*").contains(Pattern.parse("orders.#"))
+        False
+        """
+        return _contains(self.words, other.words)
+
+
+@lru_cache(maxsize=4096)
+def _parse_pattern(text: str) -> Pattern:
+    _check_length(text, "pattern")
+    words = tuple(text.split("."))
+    parts = []
+    for word in words:
+        if word == HASH:
+            parts.append(r"(?:\.[^.]+)*")
+        elif word == STAR:
+            parts.append(r"\.[^.]+")
+        elif _WORD.fullmatch(word):
+            parts.append(r"\." + re.escape(word))
+        else:
+            raise _bad_word(word, "pattern")
+    return Pattern(words, re.compile("".join(parts)))
+
+
+def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
+    """Language inclusion of two patterns over non-empty topics.
+
+    Each pattern is a regular language over words; ``inner`` is inside ``outer``
+    when no topic is matched by ``inner`` alone. We explore the product of
+    ``inner``'s positions with sets of ``outer``'s positions (a subset
+    construction on the fly), feeding ``inner``'s symbols: a literal, a fresh
+    word standing for "any word no literal names" (what ``*`` and ``#`` can
+    produce besides the literals), and the literals of ``outer``.
+    """
+    literals = {w for w in outer if w not in (STAR, HASH)}
+    symbols_for_wild = [*sorted(literals), "\x00fresh"]
+
+    def outer_step(states: frozenset[int], word: str) -> frozenset[int]:
+        out: set[int] = set()
+        for i in states:
+            if i < len(outer):
+                w = outer[i]
+                if w == HASH:
+                    out.add(i)  # '#' eats this word and stays
+                elif w in (STAR, word):
+                    out.add(i + 1)
+        return _outer_closure(out)
+
+    def _outer_closure(states: set[int]) -> frozenset[int]:
+        todo = list(states)
+        while todo:
+            i = todo.pop()
+            if i < len(outer) and outer[i] == HASH and i + 1 not in states:
+                states.add(i + 1)
+                todo.append(i + 1)
+        return frozenset(states)
+
+    def inner_closure(j: int) -> set[int]:
+        out = {j}
+        while j < len(inner) and inner[j] == HASH:
+            j += 1
+            out.add(j)
+        return out
+
+    start_outer = _outer_closure({0})
+    # state: (inner position, outer position set, consumed at least one word)
+    seen: set[tuple[int, frozenset[int], bool]] = set()
+    todo = [(j, start_outer, False) for j in inner_closure(0)]
+    while todo:
+        state = todo.pop()
+        if state in seen:
+            continue
+        seen.add(state)
+        j, states, nonempty = state
+        if j == len(inner) and nonempty and len(outer) not in states:
+            return False  # inner accepts a topic that outer does not
+        if j >= len(inner):
+            continue
+        w = inner[j]
+        words = symbols_for_wild if w in (STAR, HASH) else [w]
+        nxt = j if w == HASH else j + 1
+        for word in words:
+            after = outer_step(states, word)
+            for k in inner_closure(nxt):
+                todo.append((k, after, True))
+    return True
