@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,7 +47,7 @@ SSE_HEADERS = [
 
 
 def problem(
-    status: int, title: str, detail: str, *, headers: dict[str, str] | None = None
+    status: int, title: str, detail: str, *, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """An RFC 9457 problem details response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}

@@ -33,7 +33,12 @@ def _flag(name: str, type_: Any, help_: str, *, multiple: bool = False) -> Any:
 
 
 _SERVE_FLAGS = [
-    _flag("broker", str, "broker URL; repeat for failover; memory:// for the embedded one", multiple=True),
+    _flag(
+        "broker",
+        str,
+        "broker URL; repeat for failover; memory:// for the embedded one",
+        multiple=True,
+    ),
     _flag("host", str, "address to listen on (default 127.0.0.1)"),
     _flag("port", int, "port (default 8080)"),
     _flag("workers", int, "processes sharing the port (default 1)"),

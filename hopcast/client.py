@@ -111,7 +111,7 @@ class Client:
         headers = {"Accept": "text/event-stream", **self._headers}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        params = [("topic", p) for p in self.patterns]
+        params = httpx.QueryParams([("topic", p) for p in self.patterns])
         async with self._http.stream(
             "GET", f"{self.url}/events", params=params, headers=headers
         ) as response:

@@ -1,14 +1,14 @@
 """hopcast's exceptions.
 
-    HopcastError
-    ├── ConfigError(ValueError)          a setting has a bad value (names key and value)
-    ├── InvalidInput(ValueError)         a client sent something malformed (→ 400)
-    │   ├── InvalidTopic                 a topic or pattern breaks design §1
-    │   ├── InvalidOffset                a Last-Event-ID / lastEventId / since that is not one
-    │   └── InvalidEventName             an event name that cannot travel, or is reserved
-    ├── BrokerUnavailable(ConnectionError)  the broker cannot be reached right now (→ 503)
-    │   └── PublishNotConfirmed          the broker nacked or returned a publish
-    └── SubscriptionClosed               a subscription ended (slow client, shutdown, ...)
+HopcastError
+├── ConfigError(ValueError)          a setting has a bad value (names key and value)
+├── InvalidInput(ValueError)         a client sent something malformed (→ 400)
+│   ├── InvalidTopic                 a topic or pattern breaks design §1
+│   ├── InvalidOffset                a Last-Event-ID / lastEventId / since that is not one
+│   └── InvalidEventName             an event name that cannot travel, or is reserved
+├── BrokerUnavailable(ConnectionError)  the broker cannot be reached right now (→ 503)
+│   └── PublishNotConfirmed          the broker nacked or returned a publish
+└── SubscriptionClosed               a subscription ended (slow client, shutdown, ...)
 """
 
 from __future__ import annotations

@@ -433,9 +433,7 @@ class Hub:
     @property
     def ready(self) -> bool:
         """Broker connected, live reader running, and the ring filled up to the start-up tail."""
-        return (
-            self.reader_running and self.broker.connected and self._ring_filled.is_set()
-        )
+        return self.reader_running and self.broker.connected and self._ring_filled.is_set()
 
     @property
     def subscribers(self) -> int:

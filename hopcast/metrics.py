@@ -34,7 +34,9 @@ class HubCollector(Collector):
             value=stats.slow_disconnects,
         )
         yield CounterMetricFamily(
-            "hopcast_stream_reconnects", "Restarts of the live stream reader", value=stats.reconnects
+            "hopcast_stream_reconnects",
+            "Restarts of the live stream reader",
+            value=stats.reconnects,
         )
         yield GaugeMetricFamily("hopcast_subscribers", "Open subscriptions", value=hub.subscribers)
         yield GaugeMetricFamily(

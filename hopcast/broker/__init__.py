@@ -75,4 +75,6 @@ def broker_from_settings(settings: Settings) -> Broker:
         from hopcast.broker.amqp import AmqpBroker
 
         return AmqpBroker(settings)
-    raise ConfigError(f"broker: unsupported URL scheme {scheme!r} (use amqp://, amqps:// or memory://)")
+    raise ConfigError(
+        f"broker: unsupported URL scheme {scheme!r} (use amqp://, amqps:// or memory://)"
+    )

@@ -14,7 +14,7 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
@@ -59,7 +59,7 @@ def _with_heartbeat(url: str, seconds: int) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _offset_argument(start: StartAt) -> Any:
+def _offset_argument(start: StartAt | Literal["last"]) -> Any:
     """The ``x-stream-offset`` value; anything else would close the connection (541)."""
     if isinstance(start, bool):
         raise TypeError("offset must be an int, a datetime, 'first' or 'next'")
@@ -74,12 +74,11 @@ def to_message(delivered: aiormq.abc.DeliveredMessage) -> Message:
     props = delivered.header.properties
     headers = props.headers or {}
     delivery = delivered.delivery
-    return Message(
-        int(headers["x-stream-offset"]),
-        delivery.routing_key if isinstance(delivery, spec.Basic.Deliver) else "",
-        props.message_type,
-        delivered.body,
-    )
+    offset = headers["x-stream-offset"]
+    if not isinstance(offset, int):
+        raise BrokerUnavailable(f"a delivery without an integer x-stream-offset: {offset!r}")
+    topic = delivery.routing_key if isinstance(delivery, spec.Basic.Deliver) else None
+    return Message(offset, topic or "", props.message_type, delivered.body)
 
 
 class AmqpBroker:
@@ -116,7 +115,7 @@ class AmqpBroker:
         try:
             ch = await conn.channel()
             await ch.exchange_declare(s.exchange, exchange_type="topic", durable=True)
-            arguments = {
+            arguments: dict[str, Any] = {
                 "x-queue-type": "stream",
                 "x-max-age": f"{s.stream_max_age}s",
                 "x-max-length-bytes": s.stream_max_bytes,
@@ -124,7 +123,7 @@ class AmqpBroker:
             }
             try:
                 await ch.queue_declare(s.stream, durable=True, arguments=arguments)
-            except aiormq.exceptions.PreconditionFailed as exc:
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 log.warning(
                     "stream %r exists with other arguments (%s); using it as it is: "
                     "asked for max-age %ss, max-length-bytes %s; change retention with a policy",
@@ -220,7 +219,7 @@ class AmqpBroker:
 class AmqpReader:
     """One stream consumer on its own channel; iterate it for batches in offset order."""
 
-    def __init__(self, broker: AmqpBroker, start: StartAt, purpose: str) -> None:
+    def __init__(self, broker: AmqpBroker, start: StartAt | Literal["last"], purpose: str) -> None:
         self._broker = broker
         self._start = _offset_argument(start)
         self._purpose = purpose
@@ -262,7 +261,7 @@ class AmqpReader:
         if channel is not None and not channel.is_closed:
             try:
                 await asyncio.wait_for(channel.close(), 2)
-            except (*CONNECTION_ERRORS, asyncio.CancelledError):
+            except CONNECTION_ERRORS:
                 log.debug("closing a consumer channel failed", exc_info=True)
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:

@@ -1,0 +1,33 @@
+# The commands a newcomer and CI run: `make demo` and `make test`.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint format pytest bench bench-smoke faults
+
+setup:
+	@scripts/setup
+
+demo: setup
+	@$(PY) scripts/demo.py
+
+test: setup lint pytest
+
+lint:
+	$(PY) -m ruff check hopcast tests bench scripts
+	$(PY) -m ruff format --check hopcast tests bench scripts
+	$(PY) -m mypy
+
+format: setup
+	$(PY) -m ruff format hopcast tests bench scripts
+	$(PY) -m ruff check --fix hopcast tests bench scripts
+
+pytest:
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench.run
+
+bench-smoke: setup
+	$(PY) -m bench.run --smoke
+
+faults: setup
+	$(PY) -m pytest -q tests/faults -m "cluster"

@@ -1,0 +1,222 @@
+"""Helpers shared by the tests: RabbitMQ access, unique names, in-process and child gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+
+import aiormq
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from hopcast.app import create_app
+from hopcast.broker import Broker
+from hopcast.config import Settings
+from hopcast.hub import Hub
+
+AMQP_URL = os.environ.get("HOPCAST_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/")
+REQUIRE_RABBITMQ = os.environ.get("HOPCAST_REQUIRE_RABBITMQ", "") not in ("", "0") or bool(
+    os.environ.get("CI")
+)
+
+
+def rabbitmq_reachable(url: str = AMQP_URL) -> bool:
+    async def probe() -> bool:
+        try:
+            conn = await asyncio.wait_for(aiormq.connect(url), 3)
+        except (OSError, TimeoutError, aiormq.exceptions.AMQPError):
+            return False
+        await conn.close()
+        return True
+
+    return asyncio.run(probe())
+
+
+def need_rabbitmq() -> None:
+    """Skip without RabbitMQ on a laptop; fail in CI (a missing broker is a broken run)."""
+    if rabbitmq_reachable():
+        return
+    message = f"RabbitMQ is not reachable at {AMQP_URL}"
+    if REQUIRE_RABBITMQ:
+        pytest.fail(message + " (CI requires it)")
+    pytest.skip(message)
+
+
+@dataclass(frozen=True)
+class Names:
+    """An exchange and a stream that belong to one test."""
+
+    exchange: str
+    stream: str
+    used: list[bool]
+
+    @classmethod
+    def fresh(cls) -> Names:
+        tag = uuid.uuid4().hex[:12]
+        return cls(f"hopcast-test.{tag}", f"hopcast-test.{tag}.events", [])
+
+    def env(self) -> dict[str, str]:
+        self.used.append(True)
+        return {"HOPCAST_EXCHANGE": self.exchange, "HOPCAST_STREAM": self.stream}
+
+
+async def delete_topology(names: Names, url: str = AMQP_URL) -> None:
+    """Delete a test's exchange and stream, waiting for RabbitMQ if a test restarted it."""
+    if not names.used:
+        return
+    for _ in range(60):
+        try:
+            conn = await aiormq.connect(url)
+        except (OSError, aiormq.exceptions.AMQPError):
+            await asyncio.sleep(1)
+            continue
+        try:
+            channel = await conn.channel()
+            await channel.queue_delete(names.stream)
+            await channel.exchange_delete(names.exchange)
+        finally:
+            await conn.close()
+        return
+
+
+async def amqp_publish(
+    names: Names,
+    items: list[tuple[str, bytes, str | None]],
+    url: str = AMQP_URL,
+) -> None:
+    """Publish straight to RabbitMQ as any AMQP client would, with confirms."""
+    from pamqp import commands as spec
+
+    conn = await aiormq.connect(url)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        for topic, body, event in items:
+            await channel.basic_publish(
+                body,
+                exchange=names.exchange,
+                routing_key=topic,
+                properties=spec.Basic.Properties(message_type=event),
+                mandatory=True,
+            )
+    finally:
+        await conn.close()
+
+
+def settings_for(kind: str, names: Names | None = None, **overrides: object) -> Settings:
+    env: dict[str, str] = {"HOPCAST_BROKER": "memory://" if kind == "memory" else AMQP_URL}
+    if names is not None:
+        env.update(names.env())
+    return Settings.from_env(env, **overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Gateway:
+    """A gateway serving in this test's event loop."""
+
+    url: str
+    app: Starlette
+    settings: Settings
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.app.state.hub
+        return hub
+
+
+@contextlib.asynccontextmanager
+async def serve_in_loop(settings: Settings, broker: Broker | None = None) -> AsyncIterator[Gateway]:
+    """Run the gateway with uvicorn in this event loop, on a free port, until the block ends."""
+    app = create_app(settings, broker=broker)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    gateway = Gateway(f"http://127.0.0.1:{port}", app, settings)
+    try:
+        await wait_ready(gateway.url)
+        yield gateway
+    finally:
+        gateway.hub.begin_shutdown()
+        server.should_exit = True
+        await task
+
+
+async def wait_ready(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise TimeoutError(f"{url} did not become ready")
+
+
+class ChildGateway:
+    """``python -m hopcast serve`` in a child process; always stopped by the test."""
+
+    def __init__(self, env: Mapping[str, str], *args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, **env, "HOPCAST_PORT": str(self.port)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hopcast", "serve", *args],
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def stderr(self) -> str:
+        self.stop()
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def child_gateway(env: Mapping[str, str], *args: str) -> Iterator[ChildGateway]:
+    child = ChildGateway(env, *args)
+    try:
+        yield child
+    finally:
+        child.stop()
+        if child.proc.stderr is not None:
+            child.proc.stderr.close()
