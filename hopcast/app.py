@@ -77,6 +77,8 @@ def parse_since(text: str) -> Since:
     """
     if text == "first":
         return "first"
+    if "T" in text and " " in text:
+        text = text.replace(" ", "+")  # an unencoded '+' in a URL arrives as a space
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
@@ -190,13 +192,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     """The body, or 413 after reading (and dropping) up to a cap, so the client sees the 413."""
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
-            drained = size
-            async for more in request.stream():
-                drained += len(more)
-                if drained > limit * 4 + 1_048_576:
+            async for more in stream:
+                size += len(more)
+                if size > limit * 4 + 1_048_576:
                     break
             raise HTTPException(413, f"the body is larger than {limit} bytes")
         chunks.append(chunk)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import aiormq
@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from hopcast.app import create_app
 from hopcast.broker import Broker
+from hopcast.client import Event as ClientEvent
 from hopcast.config import Settings
 from hopcast.hub import Hub
 
@@ -220,3 +221,84 @@ def child_gateway(env: Mapping[str, str], *args: str) -> Iterator[ChildGateway]:
         child.stop()
         if child.proc.stderr is not None:
             child.proc.stderr.close()
+
+
+class Listener:
+    """Reads one SSE response in the background; events and the last id pile up for checks."""
+
+    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+        self.url = url
+        self.headers = dict(headers or {})
+        self.events: list[ClientEvent] = []
+        self.last_id: str | None = None
+        self.status: int | None = None
+        self.response_headers: httpx.Headers | None = None
+        self.raw = bytearray()
+        self.ended = asyncio.Event()
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Listener:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        from httpx_sse._decoders import SSELineDecoder
+
+        from hopcast.client import _Decoder
+
+        try:
+            async with (
+                httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as http,
+                http.stream("GET", self.url, headers=self.headers) as response,
+            ):
+                self.status = response.status_code
+                self.response_headers = response.headers
+                decoder, lines = _Decoder(), SSELineDecoder()
+                async for raw in response.aiter_raw():
+                    self.raw += raw
+                    for line in lines.decode(raw.decode()):
+                        last_id, event = decoder.feed(line)
+                        self.last_id = last_id or self.last_id
+                        if event is not None:
+                            self.events.append(event)
+                    self._arrived.set()
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ended.set()
+            self._arrived.set()
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[ClientEvent]:
+        """Wait until ``count`` events arrived (or the stream ended); return them all."""
+        async with asyncio.timeout(timeout):
+            while len(self.events) < count and not self.ended.is_set():
+                self._arrived.clear()
+                await self._arrived.wait()
+        return self.events
+
+    async def wait_until(self, check: Callable[[Listener], bool], timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not check(self):
+                if self.ended.is_set():
+                    raise AssertionError(f"stream ended; events so far: {self.events[-3:]}")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def data(self) -> list[str]:
+        return [e.data for e in self.events]
+
+
+async def post(url: str, topic: str, body: bytes, event: str | None = None) -> httpx.Response:
+    params = {"event": event} if event is not None else {}
+    async with httpx.AsyncClient() as http:
+        return await http.post(f"{url}/events/{topic}", content=body, params=params)

@@ -1,0 +1,287 @@
+"""The gateway's behaviour over HTTP, run once on the memory broker and once on RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from hopcast.broker.memory import MemoryBroker
+from tests.support import (
+    Gateway,
+    Listener,
+    Names,
+    amqp_publish,
+    post,
+    serve_in_loop,
+    settings_for,
+)
+
+
+async def publish_raw(
+    gw: Gateway, kind: str, names: Names, items: list[tuple[str, bytes, str | None]]
+) -> None:
+    """Publish as a backend service would: straight to the broker, not through the gateway."""
+    if kind == "memory":
+        broker = gw.hub.broker
+        assert isinstance(broker, MemoryBroker)
+        for topic, body, event in items:
+            broker.append(topic, body, event)
+    else:
+        await amqp_publish(names, items)
+
+
+async def test_publish_and_subscribe(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        async with Listener(f"{gw.url}/events/orders.*") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            resp = await post(gw.url, "orders.42", b'{"order": 42}', "order-paid")
+            assert resp.status_code == 202
+            await post(gw.url, "users.1", b"not for us")
+            await post(gw.url, "orders.43", b"two\nlines")
+            events = await sub.wait_for(2)
+        assert [(e.event, e.data) for e in events] == [
+            ("order-paid", '{"order": 42}'),
+            ("message", "two\nlines"),
+        ]
+        assert int(events[0].id) < int(events[1].id)
+        assert sub.status == 200
+        assert sub.response_headers is not None
+        assert sub.response_headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert sub.response_headers["cache-control"] == "no-cache"
+        assert sub.response_headers["x-accel-buffering"] == "no"
+        assert bytes(sub.raw).startswith(b"retry: 3000\n: hopcast\n\n")
+
+
+async def test_amqp_publishers_reach_subscribers_in_stream_order(
+    broker_kind: str, names: Names
+) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        async with (
+            Listener(f"{gw.url}/events/orders.%23") as everything,
+            Listener(f"{gw.url}/events?topic=orders.1&topic=orders.*") as overlap,
+        ):
+            for s in (everything, overlap):
+                await s.wait_until(lambda s: s.last_id is not None)
+            items = [(f"orders.{i % 3}", f"m{i}".encode(), "order-paid") for i in range(30)]
+            await publish_raw(gw, broker_kind, names, items)
+            got = await everything.wait_for(30)
+            # an event matching two patterns of one connection comes once
+            both = await overlap.wait_for(30)
+        assert [e.data for e in got] == [f"m{i}" for i in range(30)]
+        assert [e.data for e in both] == [f"m{i}" for i in range(30)]
+        ids = [int(e.id) for e in got]
+        assert ids == sorted(ids) and len(set(ids)) == 30
+        assert {e.event for e in got} == {"order-paid"}
+
+
+@pytest.mark.parametrize("ring_size", [10_000, 3], ids=["from-ring", "from-stream"])
+async def test_resume_gets_every_event_after_the_id_then_live(
+    broker_kind: str, names: Names, ring_size: int
+) -> None:
+    settings = settings_for(broker_kind, names, ring_size=ring_size)
+    async with serve_in_loop(settings) as gw:
+        items = [(f"t.{i % 2}", f"{i}".encode(), None) for i in range(40)]
+        await publish_raw(gw, broker_kind, names, items)
+        async with Listener(f"{gw.url}/events/t.%23") as first:
+            pass
+        async with Listener(f"{gw.url}/events/t.%23?since=first") as all_events:
+            events = await all_events.wait_for(40)
+        ids = [int(e.id) for e in events]
+        after = ids[9]
+        async with (
+            Listener(f"{gw.url}/events/t.0", {"Last-Event-ID": str(after)}) as header,
+            Listener(f"{gw.url}/events/t.0?lastEventId={after}") as query,
+        ):
+            expected = [str(i) for i in range(10, 40) if i % 2 == 0]
+            for s in (header, query):
+                await s.wait_for(len(expected))
+            await publish_raw(gw, broker_kind, names, [("t.0", b"live", None)])
+            for s in (header, query):
+                got = await s.wait_for(len(expected) + 1)
+                assert [e.data for e in got] == [*expected, "live"]
+        del first
+
+
+async def test_header_wins_over_query_and_since(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        await publish_raw(gw, broker_kind, names, [("a", f"{i}".encode(), None) for i in range(5)])
+        async with Listener(f"{gw.url}/events/a?since=first") as everything:
+            ids = [e.id for e in await everything.wait_for(5)]
+        url = f"{gw.url}/events/a?lastEventId={ids[0]}&since=first"
+        async with Listener(url, {"Last-Event-ID": ids[2]}) as sub:
+            await sub.wait_for(2)
+            await asyncio.sleep(0.2)
+        assert sub.data() == ["3", "4"]
+
+
+async def test_since_a_time(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        await publish_raw(gw, broker_kind, names, [("a", b"old", None)])
+        await asyncio.sleep(1.5)
+        middle = datetime.now(UTC) - timedelta(milliseconds=200)
+        await publish_raw(gw, broker_kind, names, [("a", b"new", None)])
+        async with Listener(f"{gw.url}/events/a?since={middle.isoformat()}") as sub:
+            await sub.wait_for(1)
+            await asyncio.sleep(0.3)
+        assert sub.data() == ["new"]
+
+
+async def test_resume_beyond_the_tail_says_reset_and_continues(
+    broker_kind: str, names: Names
+) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        await publish_raw(gw, broker_kind, names, [("a", b"x", None), ("a", b"y", None)])
+        async with Listener(f"{gw.url}/events/a", {"Last-Event-ID": "999999"}) as sub:
+            events = await sub.wait_for(3)
+        missed = events[0]
+        assert missed.event == "hopcast-missed"
+        info = json.loads(missed.data)
+        assert info["reason"] == "reset"
+        assert info["requested"] == 999999
+        assert int(missed.id) == info["first"] - 1
+        assert [e.data for e in events[1:]] == ["x", "y"]
+
+
+async def test_heartbeat_moves_the_id_to_the_latest_safe_offset(
+    broker_kind: str, names: Names
+) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names, heartbeat=0.2)) as gw:
+        async with Listener(f"{gw.url}/events/mine") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            await publish_raw(gw, broker_kind, names, [("other", b"1", None)] * 5)
+            position = gw.hub.position
+            await asyncio.wait_for(_until(lambda: gw.hub.position >= position), 10)
+            await sub.wait_until(lambda s: s.last_id == str(gw.hub.position), timeout=10)
+            assert sub.events == []
+            # resuming from the heartbeat id loses nothing that came after it
+            await publish_raw(gw, broker_kind, names, [("mine", b"after", None)])
+            await sub.wait_for(1)
+        last = sub.last_id
+        assert last is not None
+        async with Listener(f"{gw.url}/events/mine", {"Last-Event-ID": str(int(last) - 1)}) as r:
+            assert [e.data for e in await r.wait_for(1)] == ["after"]
+
+
+async def _until(check: object) -> None:
+    assert callable(check)
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+async def test_odd_bodies_published_straight_to_the_broker(broker_kind: str, names: Names) -> None:
+    settings = settings_for(broker_kind, names, max_event_bytes=1000)
+    async with serve_in_loop(settings) as gw:
+        async with Listener(f"{gw.url}/events/odd") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            items: list[tuple[str, bytes, str | None]] = [
+                ("odd", b"\xff\xfe not utf-8", "t"),
+                ("odd", b"", None),
+                ("odd", b"x" * 5000, "big"),
+                ("odd", b"fine", "x\r\ninjected: 1"),
+                ("odd", b"a\r\nb\rc", None),
+                ("odd", b"last", None),
+            ]
+            await publish_raw(gw, broker_kind, names, items)
+            events = await sub.wait_for(6)
+        kinds = [(e.event, e.data) for e in events]
+        assert kinds[0][0] == "hopcast-undeliverable"
+        assert json.loads(kinds[0][1]) == {"reason": "utf-8", "size": 12, "type": "t"}
+        assert kinds[1] == ("message", "")
+        assert json.loads(kinds[2][1]) == {"reason": "size", "size": 5000, "type": "big"}
+        assert json.loads(kinds[3][1])["reason"] == "type"
+        assert kinds[4] == ("message", "a\nb\nc")
+        assert kinds[5] == ("message", "last")
+        assert sub.ended.is_set() is False or len(events) == 6
+
+
+async def test_resume_exactness_while_subscribers_reconnect(broker_kind: str, names: Names) -> None:
+    """Many subscribers drop and resume while events flow; each ends with the exact sequence."""
+    total = 300
+    settings = settings_for(broker_kind, names, ring_size=50)
+    async with serve_in_loop(settings) as gw:
+        done = asyncio.Event()
+
+        async def publisher() -> None:
+            for i in range(total):
+                await publish_raw(gw, broker_kind, names, [(f"seq.{i % 3}", f"{i}".encode(), None)])
+                if i % 10 == 0:
+                    await asyncio.sleep(0.01)
+            done.set()
+
+        async def subscriber(seed: int) -> list[str]:
+            rnd = random.Random(seed)
+            got: list[str] = []
+            last: str | None = None
+            while True:
+                headers = {"Last-Event-ID": last} if last is not None else {}
+                async with Listener(f"{gw.url}/events/seq.%23", headers) as sub:
+                    if last is None:
+                        await sub.wait_until(lambda s: s.last_id is not None)
+                        start.set() if seed == 0 else None
+                    want = len(got) + rnd.randint(1, 60)
+                    await sub.wait_for(min(want, total - len(got)), timeout=60)
+                    got.extend(sub.data())
+                    last = sub.last_id
+                if len(got) >= total:
+                    return got
+
+        start = asyncio.Event()
+        subs = [asyncio.create_task(subscriber(n)) for n in range(12)]
+        await asyncio.wait_for(start.wait(), 20)
+        await asyncio.sleep(0.2)
+        pub = asyncio.create_task(publisher())
+        results = await asyncio.wait_for(asyncio.gather(*subs), 120)
+        await pub
+        for got in results:
+            assert got == [str(i) for i in range(total)]
+
+
+async def test_bad_requests_get_problem_details(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names, max_event_bytes=100)) as gw:
+        cases = [
+            ("GET", "/events/a..b", {}, b"", 400),
+            ("GET", "/events/a.b%2A", {}, b"", 400),
+            ("GET", "/events/" + "a" * 65, {}, b"", 400),
+            ("GET", "/events", {}, b"", 400),
+            ("GET", "/events/a", {"Last-Event-ID": "abc"}, b"", 400),
+            ("GET", "/events/a", {"Last-Event-ID": "1.5"}, b"", 400),
+            ("GET", "/events/a", {"Last-Event-ID": "-2"}, b"", 400),
+            ("GET", "/events/a", {"Last-Event-ID": "9" * 30}, b"", 400),
+            ("GET", "/events/a?lastEventId=%00", {}, b"", 400),
+            ("GET", "/events/a?since=yesterday", {}, b"", 400),
+            ("POST", "/events/a.*", {}, b"x", 400),
+            ("POST", "/events/a.%23", {}, b"x", 400),
+            ("POST", "/events/a?event=hopcast-missed", {}, b"x", 400),
+            ("POST", "/events/a?event=x%0Adata:%20evil", {}, b"x", 400),
+            ("POST", "/events/a", {}, b"\xff\xfe", 400),
+            ("POST", "/events/a", {}, b"x" * 101, 413),
+            ("GET", "/nowhere", {}, b"", 404),
+            ("DELETE", "/events/a", {}, b"", 405),
+        ]
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            for method, path, headers, body, status in cases:
+                resp = await http.request(method, path, headers=headers, content=body)
+                assert resp.status_code == status, (method, path, resp.text)
+                assert resp.headers["content-type"] == "application/problem+json"
+                problem = resp.json()
+                assert problem["status"] == status
+                assert problem["title"] and problem["detail"]
+            # nothing of that reached the stream
+            assert gw.hub.position == -1
+
+
+async def test_health_ready_and_metrics(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            assert (await http.get("/healthz")).status_code == 200
+            ready = await http.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+            await post(gw.url, "a", b"x")
+            metrics = (await http.get("/metrics")).text
+        assert "hopcast_subscribers " in metrics
+        assert "hopcast_ready 1.0" in metrics
