@@ -35,6 +35,8 @@ CATCHUP_GATHER = 0.05
 """Seconds a new catch-up reader waits for other resumes to join it before it starts."""
 CATCHUP_STALL = 30.0
 """Seconds a catch-up reader waits for a member that does not drain before cutting it off."""
+DISPATCH_SLICE = 128
+"""Events dispatched before writers get a turn: a burst must not overflow a fast client's queue."""
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
 
@@ -459,7 +461,10 @@ class Hub:
                     self.reader_running = True
                     delay = BACKOFF_START
                     async for batch in reader:
-                        self._dispatch(batch)
+                        for i in range(0, len(batch), DISPATCH_SLICE):
+                            self._dispatch(batch[i : i + DISPATCH_SLICE])
+                            if len(batch) > DISPATCH_SLICE:
+                                await asyncio.sleep(0)  # let writers drain between slices
             except BrokerUnavailable as exc:
                 log.warning("stream reader: %s; reconnecting in %.1f s", exc, delay)
             finally:

@@ -171,6 +171,34 @@ async def serve_in_loop(settings: Settings, broker: Broker | None = None) -> Asy
         await task
 
 
+@contextlib.asynccontextmanager
+async def create_app_server(settings: Settings) -> AsyncIterator[str]:
+    """Serve the gateway in this loop without waiting for it to be ready; yield its URL."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        loop="asyncio",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        app.state.hub.begin_shutdown()
+        server.should_exit = True
+        await task
+
+
 async def wait_ready(url: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as http:
