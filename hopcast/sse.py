@@ -18,7 +18,7 @@ MAX_EVENT_NAME_CHARS = 255
 MISSED = "hopcast-missed"
 UNDELIVERABLE = "hopcast-undeliverable"
 TOKEN_EXPIRED = "hopcast-token-expired"
-_EVENT_NAME = re.compile(r"[^\r\n\x00]{1,255}")
+_EVENT_NAME = re.compile(r"[^\r\n\x00\ud800-\udfff]{1,255}")  # a lone surrogate has no UTF-8
 
 
 def check_event_name(name: str, *, allow_reserved: bool = False) -> str:
@@ -29,7 +29,7 @@ def check_event_name(name: str, *, allow_reserved: bool = False) -> str:
     """
     if not _EVENT_NAME.fullmatch(name):
         raise InvalidEventName(
-            f"an event name is 1-{MAX_EVENT_NAME_CHARS} characters without CR, LF or NUL"
+            f"an event name is 1-{MAX_EVENT_NAME_CHARS} characters, no CR, LF, NUL or surrogate"
         )
     if not allow_reserved and name.startswith(RESERVED_PREFIX):
         raise InvalidEventName(f"event names starting with {RESERVED_PREFIX!r} are reserved")

@@ -10,7 +10,7 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 from hopcast.errors import InvalidTopic
@@ -62,7 +62,6 @@ class Pattern:
     """
 
     words: tuple[str, ...]
-    _regex: re.Pattern[str] = field(compare=False, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Pattern:
@@ -78,7 +77,7 @@ class Pattern:
 
     def matches(self, topic: str) -> bool:
         """Whether RabbitMQ would route a message with routing key ``topic`` to this binding."""
-        return self._regex.fullmatch("." + topic) is not None
+        return _matches(self.words, topic.split("."))
 
     def contains(self, other: Pattern) -> bool:
         """Whether every topic ``other`` can match is matched by this pattern.
@@ -95,17 +94,42 @@ class Pattern:
 def _parse_pattern(text: str) -> Pattern:
     _check_length(text, "pattern")
     words = tuple(text.split("."))
-    parts = []
     for word in words:
-        if word == HASH:
-            parts.append(r"(?:\.[^.]+)*")
-        elif word == STAR:
-            parts.append(r"\.[^.]+")
-        elif _WORD.fullmatch(word):
-            parts.append(r"\." + re.escape(word))
-        else:
+        if word not in (STAR, HASH) and not _WORD.fullmatch(word):
             raise _bad_word(word, "pattern")
-    return Pattern(words, re.compile("".join(parts)))
+    return Pattern(words)
+
+
+def _matches(pattern: tuple[str, ...], topic: list[str]) -> bool:
+    """Run ``pattern`` as an automaton over words, keeping the set of positions it can be at.
+
+    Linear in both lengths; a backtracking regex takes exponential time on a
+    pattern with many ``#`` and a topic that fails at its end.
+    """
+    end = len(pattern)
+
+    def skip_hashes(states: set[int]) -> set[int]:
+        for start in list(states):
+            i = start
+            while i < end and pattern[i] == HASH:  # '#' may match no word
+                i += 1
+                states.add(i)
+        return states
+
+    states = skip_hashes({0})
+    for word in topic:
+        after: set[int] = set()
+        for i in states:
+            if i < end:
+                w = pattern[i]
+                if w == HASH:
+                    after.add(i)
+                elif w in (STAR, word):
+                    after.add(i + 1)
+        if not after:
+            return False
+        states = skip_hashes(after)
+    return end in states
 
 
 def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:

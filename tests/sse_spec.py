@@ -74,12 +74,10 @@ def parse(stream: bytes) -> Stream:
             event_type = value
         elif field == "data":
             data += value + "\n"
-        elif field == "id":
-            if "\x00" not in value:
-                id_buffer = value
-        elif field == "retry":
-            if value and set(value) <= _ASCII_DIGITS:
-                retry = int(value)
-        # any other field is ignored
+        elif field == "id" and "\x00" not in value:
+            id_buffer = value
+        elif field == "retry" and value and set(value) <= _ASCII_DIGITS:
+            retry = int(value)
+        # any other field, an id with NUL and a retry that is not all digits are ignored
     # End of stream: pending data and an event without its blank line are discarded.
     return Stream(tuple(events), last_event_id, retry)

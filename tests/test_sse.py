@@ -177,8 +177,11 @@ def test_concatenated_frames_parse_to_the_same_events(
 # check_event_name: no field can be injected through a name
 
 
+name_chars = st.one_of(st.characters(), st.sampled_from(["\r", "\n", "\x00", "\ud800", "\udfff"]))
+
+
 @FAST
-@given(st.text(max_size=300), offsets)
+@given(st.one_of(st.text(name_chars, max_size=20), st.text(max_size=300)), offsets)
 def test_a_name_either_is_refused_or_travels_intact(name: str, offset: int) -> None:
     try:
         check_event_name(name)

@@ -62,9 +62,7 @@ async def readyz(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     connection = await aio_pika.connect(AMQP_URL)
     channel = await connection.channel()
-    exchange = await channel.declare_exchange(
-        EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
     queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
     await queue.bind(exchange, "#")
     await queue.consume(on_message, no_ack=True)
@@ -74,6 +72,4 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await connection.close()
 
 
-app = Starlette(
-    routes=[Route("/events/{id}", events), Route("/readyz", readyz)], lifespan=lifespan
-)
+app = Starlette(routes=[Route("/events/{id}", events), Route("/readyz", readyz)], lifespan=lifespan)

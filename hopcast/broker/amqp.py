@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
@@ -52,10 +53,12 @@ def _safe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-def _with_heartbeat(url: str, seconds: int) -> str:
+def _with_defaults(url: str, settings: Settings) -> str:
+    """Add the AMQP heartbeat and a connection name operators can find in RabbitMQ's lists."""
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("heartbeat", str(seconds))
+    query.setdefault("heartbeat", str(settings.amqp_heartbeat))
+    query.setdefault("name", f"hopcast {settings.stream} pid {os.getpid()}")
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -86,7 +89,7 @@ class AmqpBroker:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._urls = [_with_heartbeat(u, settings.amqp_heartbeat) for u in settings.broker]
+        self._urls = [_with_defaults(u, settings) for u in settings.broker]
         self._url_index = 0
         self._connection: aiormq.abc.AbstractConnection | None = None
         self._publish_channel: aiormq.abc.AbstractChannel | None = None

@@ -1,0 +1,455 @@
+"""The subscriber side of the load generator: thousands of SSE connections per process.
+
+Each connection is a bare `asyncio.Protocol` speaking HTTP/1.1 by hand: no
+client library, no per-event object. Event bodies have a fixed layout (see
+`bench.publisher.make_body`), so one compiled regex pulls the sequence number
+and the send timestamp out of a whole read at once; a read costs one
+``time.time()`` and the per-event work is two number parses and a histogram
+increment. Chunked transfer encoding needs no decoding: a chunk never splits an
+event that a server wrote in one piece, and the scan skips the chunk-size lines.
+
+Several processes (`SubscriberFleet`) cover counts beyond one process's
+open-files limit; each binds its own loopback source address, so that 30,000
+connections to one port do not run out of ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import multiprocessing
+import multiprocessing.connection
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import uvloop
+
+from bench.publisher import BODY_LEN
+
+HIST_STEP = 1e-4
+"""Latency histogram resolution: 0.1 ms."""
+HIST_SIZE = 100_000
+"""Buckets: 0-10 s; slower events land in the last bucket (the maximum is kept apart)."""
+CONNECT_CONCURRENCY = 256
+"""Connections a process opens at once, so the server's accept backlog never overflows."""
+CONNECT_TIMEOUT = 30.0
+
+_FIND = re.compile(rb'"seq": *(\d+), "ts": *([0-9.]+)').findall
+_START = b'{"seq"'
+
+
+@dataclass
+class Histogram:
+    """Latency counts in 0.1 ms buckets, with the exact maximum."""
+
+    counts: Counter[int] = field(default_factory=Counter)
+    maximum: float = 0.0
+
+    def merge(self, other: Histogram) -> None:
+        self.counts.update(other.counts)
+        self.maximum = max(self.maximum, other.maximum)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def quantile(self, q: float) -> float | None:
+        """The latency (seconds, upper bucket edge) below which a fraction ``q`` falls."""
+        total = self.total
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for bucket in sorted(self.counts):
+            seen += self.counts[bucket]
+            if seen >= rank:
+                return min((bucket + 1) * HIST_STEP, self.maximum)
+        return self.maximum
+
+
+@dataclass
+class TopicTally:
+    """Per topic: connections, distinct events they received, and repeats."""
+
+    connections: int = 0
+    unique: int = 0
+    duplicates: int = 0
+
+
+@dataclass
+class FleetResult:
+    """What a set of subscriber processes saw, merged."""
+
+    connected: int = 0
+    failed: int = 0
+    disconnects: int = 0
+    received: int = 0
+    connect_times: list[float] = field(default_factory=list)
+    topics: dict[str, TopicTally] = field(default_factory=dict)
+    latency: Histogram = field(default_factory=Histogram)
+    opened_at: float = 0.0
+    first_event_at: float = 0.0
+    last_event_at: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def merge(self, other: FleetResult) -> None:
+        self.connected += other.connected
+        self.failed += other.failed
+        self.disconnects += other.disconnects
+        self.received += other.received
+        self.connect_times.extend(other.connect_times)
+        for topic, tally in other.topics.items():
+            mine = self.topics.setdefault(topic, TopicTally())
+            mine.connections += tally.connections
+            mine.unique += tally.unique
+            mine.duplicates += tally.duplicates
+        self.latency.merge(other.latency)
+        stamps = [t for t in (self.opened_at, other.opened_at) if t]
+        self.opened_at = min(stamps, default=0.0)
+        firsts = [t for t in (self.first_event_at, other.first_event_at) if t]
+        self.first_event_at = min(firsts, default=0.0)
+        self.last_event_at = max(self.last_event_at, other.last_event_at)
+        self.errors.extend(other.errors[:5])
+
+    def lost(self, expected: dict[str, int]) -> int:
+        """Events each connection should have had, less the distinct ones it got."""
+        return sum(
+            max(0, expected.get(topic, 0) * tally.connections - tally.unique)
+            for topic, tally in self.topics.items()
+        )
+
+    @property
+    def duplicates(self) -> int:
+        return sum(t.duplicates for t in self.topics.values())
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """What every subscriber process of a fleet opens, and how it knows a stream is live."""
+
+    host: str
+    port: int
+    topics: tuple[str, ...]
+    """One entry per connection."""
+    path: str = "/events/"
+    ready_marker: bytes | None = None
+    """Bytes in the body that say the subscription is live (None: the response headers)."""
+    headers: tuple[tuple[str, str], ...] = ()
+    processes: int = 1
+    source_net: int = 1
+    """Second octet of the processes' loopback source addresses (127.N.0.P)."""
+    max_seconds: float = 600.0
+    """A process closes everything and exits after this long, whatever happens."""
+
+
+class SseSubscriber(asyncio.Protocol):
+    """One SSE connection: parses the response head, then tallies events."""
+
+    __slots__ = (
+        "_buf",
+        "_head",
+        "_marker",
+        "_pool",
+        "duplicates",
+        "last",
+        "live",
+        "received",
+        "started",
+        "topic",
+        "transport",
+    )
+
+    def __init__(self, pool: _Pool, topic: str, marker: bytes | None) -> None:
+        self._pool = pool
+        self._marker = marker
+        self._head: bytes | None = b""
+        self._buf = b""
+        self.topic = topic
+        self.transport: asyncio.Transport | None = None
+        self.live: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.started = time.perf_counter()
+        self.received = 0
+        self.duplicates = 0
+        self.last = -1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self._pool.request(self.topic))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.live.done():
+            self.live.set_exception(ConnectionError(f"closed before live: {exc!r}"))
+        elif not self._pool.closing:
+            self._pool.disconnects += 1
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            data = self._read_head(data)
+            if not data:
+                return
+        if not self.live.done() and (self._marker is None or self._marker in data):
+            self.live.set_result(None)
+        buf = self._buf + data if self._buf else data
+        pos = buf.rfind(_START)
+        if pos >= 0 and pos + BODY_LEN > len(buf):
+            self._buf = buf[pos:]
+            buf = buf[:pos]
+        else:
+            self._buf = buf[-5:]
+        found = _FIND(buf)
+        if not found:
+            return
+        pool = self._pool
+        now = time.time()
+        hist = pool.hist
+        top = HIST_SIZE - 1
+        last = self.last
+        dups = 0
+        for seq_b, ts_b in found:
+            seq = int(seq_b)
+            if seq <= last:
+                dups += 1
+            else:
+                last = seq
+            i = int((now - float(ts_b)) * 10_000)
+            hist[i if i < top else top if i > 0 else 0] += 1
+        self.last = last
+        self.duplicates += dups
+        self.received += len(found)
+        pool.received += len(found)
+        # A connection's events arrive in publish order: the first of a read waited longest.
+        pool.max_latency = max(pool.max_latency, now - float(found[0][1]))
+        if not pool.first_event_at:
+            pool.first_event_at = now
+        pool.last_event_at = now
+
+    def _read_head(self, data: bytes) -> bytes:
+        head = (self._head or b"") + data
+        end = head.find(b"\r\n\r\n")
+        if end < 0:
+            self._head = head
+            return b""
+        self._head = None
+        status = head[: head.find(b"\r\n")]
+        if b" 200 " not in status + b" ":
+            if not self.live.done():
+                self.live.set_exception(ConnectionError(status.decode(errors="replace")))
+            if self.transport is not None:
+                self.transport.close()
+            return b""
+        if self._marker is None and not self.live.done():
+            self.live.set_result(None)
+        return head[end + 4 :]
+
+
+class _Pool:
+    """The connections of one process and the counters they share."""
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.hist = [0] * HIST_SIZE
+        self.subscribers: list[SseSubscriber] = []
+        self.received = 0
+        self.disconnects = 0
+        self.max_latency = 0.0
+        self.first_event_at = 0.0
+        self.last_event_at = 0.0
+        self.closing = False
+        extra = "".join(f"{k}: {v}\r\n" for k, v in config.headers)
+        self._template = (
+            f"GET {config.path}{{}} HTTP/1.1\r\nHost: {config.host}:{config.port}\r\n"
+            f"Accept: text/event-stream\r\nCache-Control: no-cache\r\n{extra}\r\n"
+        )
+
+    def request(self, topic: str) -> bytes:
+        return self._template.format(topic).encode()
+
+    def result(self, connect_times: list[float], failed: int, errors: list[str]) -> FleetResult:
+        out = FleetResult(
+            connected=len(connect_times),
+            failed=failed,
+            disconnects=self.disconnects,
+            received=self.received,
+            connect_times=connect_times,
+            first_event_at=self.first_event_at,
+            last_event_at=self.last_event_at,
+            errors=errors[:5],
+        )
+        for sub in self.subscribers:
+            tally = out.topics.setdefault(sub.topic, TopicTally())
+            tally.connections += 1
+            tally.unique += sub.received - sub.duplicates
+            tally.duplicates += sub.duplicates
+        out.latency.counts.update({i: n for i, n in enumerate(self.hist) if n})
+        out.latency.maximum = self.max_latency
+        return out
+
+
+async def _open(
+    pool: _Pool, topic: str, source: str, gate: asyncio.Semaphore
+) -> SseSubscriber | BaseException:
+    loop = asyncio.get_running_loop()
+    config = pool.config
+    async with gate:
+        sub = SseSubscriber(pool, topic, config.ready_marker)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await loop.create_connection(
+                    lambda: sub, config.host, config.port, local_addr=(source, 0)
+                )
+                await sub.live
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            if sub.transport is not None:
+                sub.transport.abort()
+            return exc
+        return sub
+
+
+async def _serve(
+    config: FleetConfig, index: int, link: multiprocessing.connection.Connection
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.max_seconds
+    pool = _Pool(config)
+    source = f"127.{config.source_net}.0.{index + 2}"
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    opened_at = time.time()
+    outcomes = await asyncio.gather(*(_open(pool, t, source, gate) for t in config.topics))
+    connect_times: list[float] = []
+    errors: list[str] = []
+    for outcome in outcomes:
+        if isinstance(outcome, SseSubscriber):
+            pool.subscribers.append(outcome)
+            connect_times.append(time.perf_counter() - outcome.started)
+        else:
+            errors.append(repr(outcome))
+    failed = len(outcomes) - len(pool.subscribers)
+    link.send(("connected", len(pool.subscribers), failed, errors[:5]))
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            ready = await loop.run_in_executor(None, link.poll, min(remaining, 1.0))
+            if not ready:
+                continue
+            command = link.recv()
+            if command == "count":
+                link.send((pool.received, pool.last_event_at))
+            elif command == "finish":
+                break
+    finally:
+        pool.closing = True
+        result = pool.result(connect_times, failed, errors)
+        result.opened_at = opened_at
+        for sub in pool.subscribers:
+            if sub.transport is not None:
+                sub.transport.abort()
+        link.send(("result", result))
+
+
+def _process_main(
+    config: FleetConfig, index: int, link: multiprocessing.connection.Connection
+) -> None:
+    uvloop.run(_serve(config, index, link))
+
+
+class SubscriberFleet:
+    """Subscriber processes driven from the (synchronous) benchmark runner.
+
+    >>> fleet = SubscriberFleet(FleetConfig("127.0.0.1", 8080, ("a",) * 100, processes=2))
+    """
+
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self._ctx = multiprocessing.get_context("spawn")
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._links: list[multiprocessing.connection.Connection] = []
+
+    def connect(self, timeout: float = 120.0) -> tuple[int, int, list[str]]:
+        """Start the processes and open every connection: (connected, failed, some errors)."""
+        n = max(1, min(self.config.processes, len(self.config.topics)))
+        for i in range(n):
+            share = self.config.topics[i::n]
+            mine = dataclasses.replace(self.config, topics=share)
+            parent, child = self._ctx.Pipe()
+            proc = self._ctx.Process(target=_process_main, args=(mine, i, child), daemon=True)
+            proc.start()
+            self._procs.append(proc)
+            self._links.append(parent)
+        connected = failed = 0
+        errors: list[str] = []
+        for link in self._links:
+            message = self._recv(link, timeout)
+            connected += message[1]
+            failed += message[2]
+            errors.extend(message[3])
+        return connected, failed, errors
+
+    def count(self) -> tuple[int, float]:
+        """Events received so far over all processes, and when the latest arrived."""
+        total, latest = 0, 0.0
+        for link in self._links:
+            link.send("count")
+        for link in self._links:
+            received, at = self._recv(link, 10.0)
+            total += received
+            latest = max(latest, at)
+        return total, latest
+
+    def wait_for(self, expected: int, *, quiet: float, limit: float) -> int:
+        """Wait until ``expected`` events arrived, none came for ``quiet`` s, or ``limit`` s."""
+        start = last_change = time.monotonic()
+        seen = -1
+        while True:
+            received, _ = self.count()
+            now = time.monotonic()
+            if received >= expected or now - start > limit:
+                return received
+            if received != seen:
+                seen, last_change = received, now
+            elif now - last_change > quiet:
+                return received
+            time.sleep(0.1)
+
+    def finish(self) -> FleetResult:
+        """Close every connection, stop the processes, and merge what they saw."""
+        result = FleetResult()
+        for link in self._links:
+            try:
+                link.send("finish")
+            except OSError:
+                continue
+        for link in self._links:
+            try:
+                message = self._recv(link, 60.0)
+            except (EOFError, OSError, TimeoutError) as exc:
+                result.errors.append(f"a subscriber process failed: {exc!r}")
+                continue
+            result.merge(message[1])
+        self.close()
+        return result
+
+    def close(self) -> None:
+        for proc in self._procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+        self._procs.clear()
+        self._links.clear()
+
+    @staticmethod
+    def _recv(link: multiprocessing.connection.Connection, timeout: float) -> Any:
+        if not link.poll(timeout):
+            raise TimeoutError(f"a subscriber process did not answer within {timeout:.0f} s")
+        return link.recv()
+
+
+def spread(topics: Sequence[str], connections: int) -> tuple[str, ...]:
+    """``connections`` subscriptions dealt round-robin over ``topics``."""
+    return tuple(topics[i % len(topics)] for i in range(connections))

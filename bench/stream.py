@@ -1,0 +1,205 @@
+"""Plain stream consumers the gateway is measured against, and stream helpers.
+
+- `probe_latency`: a bare aiormq stream consumer timing each event from its
+  publish timestamp: the part of the latency that RabbitMQ's stream delivery
+  itself costs, which no gateway reading the stream can go below.
+- `aio_pika_ingest`: the plain aio-pika consumer with one ack per message that
+  the gateway's ingest rate is compared with.
+- `stream_tail`: the last offset of a stream, read as the gateway learns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import aiormq
+import aiormq.abc
+import uvloop
+
+from bench.loadgen import HIST_SIZE, Histogram
+
+PREFETCH = 1000
+"""Prefetch of every consumer here: the gateway's default, so the comparison is like for like."""
+_TS = re.compile(rb'"ts": *([0-9.]+)')
+
+
+async def stream_tail(url: str, stream: str) -> int | None:
+    """The stream's last offset: read from ``last`` (its last chunk) until it goes quiet."""
+    connection = await aiormq.connect(url)
+    last: list[int] = []
+    arrived = asyncio.Event()
+
+    async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        headers = message.header.properties.headers or {}
+        last.append(int(str(headers["x-stream-offset"])))
+        arrived.set()
+
+    try:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=PREFETCH)
+        await channel.basic_consume(
+            stream, on_message, arguments={"x-stream-offset": "last"}, no_ack=False
+        )
+        wait = 2.0
+        while True:
+            arrived.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await arrived.wait()
+            except TimeoutError:
+                return max(last) if last else None
+            wait = 0.3
+            if len(last) % PREFETCH == 0:
+                await channel.basic_ack(0, multiple=True)
+    finally:
+        await connection.close()
+
+
+@dataclass
+class ProbeResult:
+    received: int
+    latency: Histogram
+    error: str | None = None
+
+
+async def _probe(url: str, stream: str, link: multiprocessing.connection.Connection) -> ProbeResult:
+    hist = [0] * HIST_SIZE
+    top = HIST_SIZE - 1
+    state = {"received": 0, "max": 0.0}
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=PREFETCH)
+
+        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            now = time.time()
+            found = _TS.search(message.body)
+            if found is not None:
+                lat = now - float(found.group(1))
+                state["max"] = max(state["max"], lat)
+                i = int(lat * 10_000)
+                hist[i if i < top else top if i > 0 else 0] += 1
+                state["received"] += 1
+            await channel.basic_ack(message.delivery_tag or 0, wait=False)
+
+        await channel.basic_consume(stream, on_message, arguments={"x-stream-offset": "next"})
+        link.send("ready")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, link.poll, 600.0)
+    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        return ProbeResult(0, Histogram(), repr(exc))
+    finally:
+        await connection.close()
+    latency = Histogram(maximum=float(state["max"]))
+    latency.counts.update({i: n for i, n in enumerate(hist) if n})
+    return ProbeResult(int(state["received"]), latency)
+
+
+def _probe_main(url: str, stream: str, link: multiprocessing.connection.Connection) -> None:
+    link.send(uvloop.run(_probe(url, stream, link)))
+
+
+class LatencyProbe:
+    """A bare stream consumer in its own process; `stop` returns what it measured."""
+
+    def __init__(self, url: str, stream: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._link, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_probe_main, args=(url, stream, child), daemon=True)
+
+    def start(self) -> LatencyProbe:
+        self._proc.start()
+        if not self._link.poll(30) or self._link.recv() != "ready":
+            raise RuntimeError("the stream latency probe did not start")
+        return self
+
+    def stop(self) -> ProbeResult:
+        self._link.send("stop")
+        try:
+            if not self._link.poll(30):
+                return ProbeResult(0, Histogram(), "the probe did not answer")
+            result: ProbeResult = self._link.recv()
+            return result
+        finally:
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+
+@dataclass
+class IngestResult:
+    events: int
+    seconds: float
+    error: str | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _aio_pika_ingest(url: str, stream: str, expected: int, limit: float) -> IngestResult:
+    connection = await aio_pika.connect(url)
+    done = asyncio.Event()
+    stamps: dict[str, float] = {}
+    count = 0
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        nonlocal count
+        if not count:
+            stamps["first"] = time.perf_counter()
+        count += 1
+        await message.ack()
+        if count >= expected:
+            stamps["last"] = time.perf_counter()
+            done.set()
+
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=PREFETCH)
+        queue = await channel.get_queue(stream, ensure=False)
+        await queue.consume(on_message, arguments={"x-stream-offset": "first"})
+        try:
+            async with asyncio.timeout(limit):
+                await done.wait()
+        except TimeoutError:
+            stamps["last"] = time.perf_counter()
+    finally:
+        await connection.close()
+    # The first message's own handling is not timed: count it out.
+    return IngestResult(count - 1, stamps.get("last", 0.0) - stamps.get("first", 0.0))
+
+
+def _ingest_main(
+    url: str, stream: str, expected: int, limit: float, link: multiprocessing.connection.Connection
+) -> None:
+    link.send(uvloop.run(_aio_pika_ingest(url, stream, expected, limit)))
+
+
+def aio_pika_ingest(url: str, stream: str, expected: int, limit: float = 300.0) -> IngestResult:
+    """Events/s a plain aio-pika consumer (one ack per message) reads from ``stream``."""
+    result: IngestResult = _in_process(_ingest_main, (url, stream, expected, limit), limit + 30)
+    return result
+
+
+def _in_process(target: Callable[..., None], args: tuple[Any, ...], timeout: float) -> Any:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(*args, child), daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(timeout):
+            return IngestResult(0, 0.0, f"no answer within {timeout:.0f} s")
+        answer: Any = parent.recv()
+        return answer
+    finally:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()

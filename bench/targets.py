@@ -1,0 +1,378 @@
+"""The servers under test: hopcast and the three baselines, started and measured alike.
+
+Each target is a process group started here and ended here. Its CPU time and
+RSS are read from ``/proc`` (through psutil) for the process and all its
+descendants, so workers and nginx's worker processes are summed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiormq
+import psutil
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+NODE_DIR = BENCH_DIR / "baselines" / "node"
+NCHAN_TEMPLATE = BENCH_DIR / "baselines" / "nchan" / "nginx.conf.template"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+START_TIMEOUT = 120.0
+MAX_FILES = 20_000
+
+HOPCAST = "hopcast"
+HOPCAST_W2 = "hopcast-w2"
+SEED_NODE = "seed-node"
+SEED_PYTHON = "seed-python"
+NCHAN = "nchan"
+BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds (user + system) and resident memory of a process tree."""
+
+    cpu: float
+    rss: int
+    processes: int
+
+
+def tree_usage(pid: int) -> Usage:
+    """Sum CPU time and RSS over ``pid`` and its descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return Usage(0.0, 0, 0)
+    cpu = 0.0
+    rss = 0
+    alive = 0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            rss += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+        cpu += times.user + times.system
+        alive += 1
+    return Usage(cpu, rss, alive)
+
+
+@dataclass
+class Broker:
+    """The RabbitMQ the benchmark runs against, and the names it created there."""
+
+    url: str
+    exchanges: set[str] = field(default_factory=set)
+    queues: set[str] = field(default_factory=set)
+
+    def declare_stream(
+        self, exchange: str, stream: str, *, segment_bytes: int = 50_000_000
+    ) -> None:
+        """A topic exchange bound with ``#`` to a stream, as hopcast declares them by default."""
+
+        async def go(channel: aiormq.abc.AbstractChannel) -> None:
+            await channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+            arguments: dict[str, Any] = {
+                "x-queue-type": "stream",
+                "x-max-age": "86400s",
+                "x-max-length-bytes": 1_000_000_000,
+                "x-stream-max-segment-size-bytes": segment_bytes,
+            }
+            await channel.queue_declare(stream, durable=True, arguments=arguments)
+            await channel.queue_bind(stream, exchange, routing_key="#")
+
+        self.exchanges.add(exchange)
+        self.queues.add(stream)
+        asyncio.run(self._with_channel(go))
+
+    def forget(self, exchange: str, stream: str | None = None) -> None:
+        """Remember names a server declares, so that `cleanup` deletes them."""
+        self.exchanges.add(exchange)
+        if stream is not None:
+            self.queues.add(stream)
+
+    def cleanup(self) -> None:
+        """Delete every exchange and stream the benchmark made."""
+
+        async def go(channel: aiormq.abc.AbstractChannel) -> None:
+            for queue in sorted(self.queues):
+                await channel.queue_delete(queue)
+            for exchange in sorted(self.exchanges):
+                await channel.exchange_delete(exchange)
+
+        if self.queues or self.exchanges:
+            asyncio.run(self._with_channel(go))
+        self.queues.clear()
+        self.exchanges.clear()
+
+    async def _with_channel(
+        self, work: Callable[[aiormq.abc.AbstractChannel], Awaitable[None]]
+    ) -> None:
+        connection = await aiormq.connect(self.url)
+        try:
+            channel = await connection.channel()
+            await work(channel)
+        finally:
+            await connection.close()
+
+
+class Target:
+    """A server under test: started in its own process group, stopped by that group."""
+
+    publish_over_http = False
+    ready_marker: bytes | None = None
+    """Body bytes that say a subscription is live (None: the response headers)."""
+
+    def __init__(self, name: str, broker: Broker, run_id: str) -> None:
+        self.name = name
+        self.broker = broker
+        self.exchange = f"bench.{run_id}.{name}"
+        self.port = free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+        self.log_path = self._dir / "server.log"
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError(f"{self.name} is not running")
+        return self._proc.pid
+
+    def usage(self) -> Usage:
+        return tree_usage(self.pid)
+
+    def start(self) -> Target:
+        """Start the server and wait until its ``/readyz`` answers 200."""
+        self.start_process()
+        self._wait_ready()
+        return self
+
+    def start_process(self) -> None:
+        """Start the server without waiting for it."""
+        argv, env, cwd = self.command()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                argv,
+                env={**os.environ, **env},
+                cwd=cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        url = f"http://127.0.0.1:{self.port}/readyz"
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} was not ready within {START_TIMEOUT:.0f} s")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        # Workers of the group that outlived their parent.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def __enter__(self) -> Target:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Hopcast(Target):
+    ready_marker = b"id: "
+
+    def __init__(
+        self,
+        name: str,
+        broker: Broker,
+        run_id: str,
+        *,
+        workers: int = 1,
+        stream: str | None = None,
+        exchange: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(name, broker, run_id)
+        self.workers = workers
+        if exchange is not None:
+            self.exchange = exchange
+        self.stream = stream or self.exchange
+        self.extra = extra
+        broker.forget(self.exchange, self.stream)
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        argv = [
+            sys.executable,
+            "-m",
+            "hopcast",
+            "serve",
+            "--port",
+            str(self.port),
+            "--broker",
+            self.broker.url,
+            "--exchange",
+            self.exchange,
+            "--stream",
+            self.stream,
+            "--workers",
+            str(self.workers),
+            "--log-level",
+            "warning",
+            *self.extra,
+        ]
+        return argv, {}, ROOT
+
+    def metrics(self) -> dict[str, float]:
+        """The gateway's Prometheus metrics, by name (one worker's view with several)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+class SeedNode(Target):
+    def __init__(self, broker: Broker, run_id: str) -> None:
+        super().__init__(SEED_NODE, broker, run_id)
+        broker.forget(self.exchange)
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        node = shutil.which("node") or "node"
+        env = {"PORT": str(self.port), "AMQP_URL": self.broker.url, "EXCHANGE": self.exchange}
+        return [node, "server.js"], env, NODE_DIR
+
+
+class SeedPython(Target):
+    def __init__(self, broker: Broker, run_id: str) -> None:
+        super().__init__(SEED_PYTHON, broker, run_id)
+        broker.forget(self.exchange)
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.baselines.seed_python:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "4096",
+        ]
+        env = {"AMQP_URL": self.broker.url, "EXCHANGE": self.exchange}
+        return argv, env, ROOT
+
+
+class Nchan(Target):
+    publish_over_http = True
+
+    def __init__(self, broker: Broker, run_id: str, *, workers: int = 1) -> None:
+        super().__init__(NCHAN if workers == 1 else f"{NCHAN}-w{workers}", broker, run_id)
+        self.workers = workers
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        values = {
+            "module": str(NCHAN_MODULE),
+            "workers": str(self.workers),
+            "max_files": str(MAX_FILES),
+            "max_connections": str(MAX_FILES - 100),
+            "dir": str(self._dir),
+            "port": str(self.port),
+        }
+        text = NCHAN_TEMPLATE.read_text()
+        for key, value in values.items():
+            text = text.replace("{{" + key + "}}", value)
+        conf = self._dir / "nginx.conf"
+        conf.write_text(text)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        return [nginx, "-p", str(self._dir), "-c", str(conf)], {}, self._dir
+
+
+def missing_baselines() -> dict[str, str]:
+    """Baselines that cannot run here, with what is missing (``bench/setup`` installs it)."""
+    missing = {}
+    if shutil.which("node") is None or not (NODE_DIR / "node_modules").is_dir():
+        missing[SEED_NODE] = "node and its packages (npm install in the node baseline)"
+    nginx = shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+    if not nginx or not NCHAN_MODULE.exists():
+        missing[NCHAN] = "nginx with the nchan module"
+    try:
+        import aio_pika  # noqa: F401
+        import sse_starlette  # noqa: F401
+    except ImportError:
+        missing[SEED_PYTHON] = "aio-pika and sse-starlette"
+    return missing

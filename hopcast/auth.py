@@ -1,0 +1,569 @@
+"""Authorisation: which client may subscribe to and publish on which topics (design §5).
+
+Mode ``none`` allows everything (development). Mode ``jwt`` verifies a bearer token
+with one configured key (HMAC secret, PEM public key, or a local JWKS file) and
+reads the grants in its ``hopcast`` claim; a request for pattern P is allowed when
+a granted (or public) pattern contains P. Errors raised here::
+
+    HopcastError
+    ├── Unauthorized     no token, or one that does not verify (→ 401; 400 for invalid_request)
+    └── Forbidden        a verified token that does not grant the pattern or topic (→ 403)
+
+>>> auth = Authorizer.from_settings(AuthSettings(mode="jwt", secret="s" * 32, public=("news.#",)))
+>>> auth.authorize_subscribe(None, [Pattern.parse("news.today")]) is None
+True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from hopcast.errors import ConfigError, HopcastError, InvalidTopic
+from hopcast.topics import Pattern, parse_topic
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
+
+log = logging.getLogger(__name__)
+
+AuthMode = Literal["none", "jwt"]
+BearerError = Literal["invalid_request", "invalid_token"]
+Action = Literal["subscribe", "publish"]
+
+DEFAULT_COOKIE_NAME = "hopcast_token"
+REALM = "hopcast"
+CLAIM = "hopcast"
+QUERY_PARAM = "access_token"
+LEEWAY_SECONDS = 5
+"""Clock skew tolerated between the token issuer and the gateway on exp, nbf and iat."""
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key is at least as long as the hash output."""
+MAX_GRANTS = 256
+"""Patterns per list in the claim; each request is checked against every one."""
+MAX_TOKEN_CHARS = 16_384
+
+_FLAG = {
+    "mode": "--auth",
+    "secret": "--jwt-secret",
+    "key_file": "--jwt-key",
+    "jwks_file": "--jwks",
+    "cookie_name": "--cookie-name",
+    "public": "--public",
+}
+_JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+={0,2}\.[A-Za-z0-9_-]*={0,2}\.[A-Za-z0-9_-]*={0,2}")
+_COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+_RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+_ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+_MAX_TIMESTAMP = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+# Most specific first: several PyJWT errors subclass DecodeError or InvalidTokenError.
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidIssuedAtError, "the token's iat claim is not a number"),
+    (jwt.InvalidAudienceError, "the token is not meant for this audience"),
+    (jwt.InvalidIssuerError, "the token's issuer is not trusted here"),
+    (jwt.InvalidAlgorithmError, "the token's algorithm is not accepted for this key"),
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.InvalidKeyError, "the token does not fit the configured key"),
+    (jwt.DecodeError, "the token is malformed"),
+)
+
+VerifyKey: TypeAlias = "AllowedPublicKeys | jwt.PyJWK | bytes"
+
+
+class Unauthorized(HopcastError):
+    """No usable token; answer with `status` and a ``WWW-Authenticate: <www_authenticate>`` header.
+
+    >>> Unauthorized("the token has expired").www_authenticate
+    'Bearer realm="hopcast", error="invalid_token", error_description="the token has expired"'
+    """
+
+    def __init__(self, description: str, error: BearerError | None = "invalid_token") -> None:
+        super().__init__(description)
+        self.description = description
+        self.error = error
+
+    @classmethod
+    def missing(cls) -> Unauthorized:
+        """The request carried no token (RFC 6750 §3.1: then no error code is given)."""
+        return cls("this request needs a bearer token", error=None)
+
+    @property
+    def status(self) -> int:
+        """401, or 400 for a malformed request as RFC 6750 §3.1 asks."""
+        return 400 if self.error == "invalid_request" else 401
+
+    @property
+    def www_authenticate(self) -> str:
+        """The ``WWW-Authenticate`` header value (RFC 6750 §3)."""
+        return _challenge(self.error, self.description)
+
+
+class Forbidden(HopcastError):
+    """A verified token that does not allow this pattern or topic (403).
+
+    >>> str(Forbidden("subscribe", "orders.#"))
+    "the token does not allow subscribe on 'orders.#'"
+    """
+
+    status = 403
+
+    def __init__(self, action: Action, target: str) -> None:
+        super().__init__(f"the token does not allow {action} on {target!r}")
+        self.action = action
+        self.target = target
+
+    @property
+    def www_authenticate(self) -> str:
+        """The ``WWW-Authenticate`` header value (RFC 6750 §3.1, insufficient_scope)."""
+        return _challenge("insufficient_scope", str(self))
+
+
+def _challenge(error: str | None, description: str) -> str:
+    if error is None:
+        return f'Bearer realm="{REALM}"'
+    # RFC 6750 allows only printable ASCII without '"' and '\' in error_description.
+    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in description)
+    return f'Bearer realm="{REALM}", error="{error}", error_description="{safe[:200]}"'
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """What the authoriser needs; each field has a flag (``mode`` is ``--auth``).
+
+    >>> AuthSettings(mode="jwt", key_file=Path("issuer.pem"), audience="hopcast").mode
+    'jwt'
+    """
+
+    mode: AuthMode = "none"
+    secret: str | None = field(default=None, repr=False)
+    key_file: Path | str | None = None
+    jwks_file: Path | str | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    cookie_name: str = DEFAULT_COOKIE_NAME
+    allow_query_token: bool = False
+    public: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Whom a verified token speaks for, what it grants, and when it stops.
+
+    >>> Principal.from_claims({"hopcast": {"subscribe": ["orders.*"]}}).subscribe[0].text
+    'orders.*'
+    """
+
+    subject: str | None = None
+    subscribe: tuple[Pattern, ...] = ()
+    publish: tuple[Pattern, ...] = ()
+    expires_at: datetime | None = None
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> Principal:
+        """Read verified claims; a ``hopcast`` claim of the wrong shape raises `Unauthorized`."""
+        grants = claims.get(CLAIM, {})
+        if not isinstance(grants, dict):
+            raise Unauthorized(f"the {CLAIM} claim must be an object")
+        unknown = sorted(k for k in grants if k not in ("subscribe", "publish"))
+        if unknown:
+            raise Unauthorized(f"the {CLAIM} claim has an unknown key {unknown[0][:40]!r}")
+        subject = claims.get("sub")
+        return cls(
+            subject=subject if isinstance(subject, str) else None,
+            subscribe=_read_patterns(grants, "subscribe"),
+            publish=_read_patterns(grants, "publish"),
+            expires_at=_read_exp(claims.get("exp")),
+        )
+
+    def may_subscribe(self, pattern: Pattern) -> bool:
+        """Whether some subscribe grant contains ``pattern``."""
+        return any(grant.contains(pattern) for grant in self.subscribe)
+
+    def may_publish(self, topic: str) -> bool:
+        """Whether some publish grant matches ``topic``."""
+        return any(grant.matches(topic) for grant in self.publish)
+
+    def seconds_left(self, now: float | None = None) -> float | None:
+        """Seconds until the token expires (negative once it has), None if it never does."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at.timestamp() - (time.time() if now is None else now)
+
+
+UNRESTRICTED = Principal(subscribe=(Pattern.parse("#"),), publish=(Pattern.parse("#"),))
+"""The principal of every request when auth is off."""
+
+
+def _read_patterns(grants: Mapping[str, Any], key: str) -> tuple[Pattern, ...]:
+    where = f"{CLAIM}.{key}"
+    texts = grants.get(key, [])
+    if not isinstance(texts, list):
+        raise Unauthorized(f"{where} must be a list of patterns")
+    if len(texts) > MAX_GRANTS:
+        raise Unauthorized(f"{where} has more than {MAX_GRANTS} patterns")
+    patterns: dict[Pattern, None] = {}
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise Unauthorized(f"{where}[{i}] must be a string")
+        try:
+            patterns[Pattern.parse(text)] = None
+        except InvalidTopic as exc:
+            raise Unauthorized(f"{where}[{i}] is not a pattern: {exc}") from None
+    return tuple(patterns)
+
+
+def _read_exp(exp: object) -> datetime | None:
+    if exp is None:
+        return None
+    # PyJWT also takes numeric strings; RFC 7519 §2 says a NumericDate is a number.
+    if (
+        isinstance(exp, bool)
+        or not isinstance(exp, int | float)
+        or (isinstance(exp, float) and math.isnan(exp))
+    ):
+        raise Unauthorized("exp must be a number")
+    # Compared, never converted: a huge JSON integer does not fit a float.
+    return datetime.fromtimestamp(min(max(exp, 0), _MAX_TIMESTAMP), UTC)
+
+
+def token_from(
+    headers: Mapping[str, str],
+    cookies: Mapping[str, str],
+    query: Mapping[str, str],
+    *,
+    cookie_name: str = DEFAULT_COOKIE_NAME,
+    allow_query_token: bool = False,
+) -> str | None:
+    """The request's bearer token: Authorization header, else cookie, else ``?access_token=``.
+
+    >>> token_from({"Authorization": "Bearer abc"}, {"hopcast_token": "def"}, {})
+    'abc'
+    """
+    authorization = headers.get("authorization")
+    if authorization is None:
+        authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+    if authorization is not None:
+        scheme, _, credentials = authorization.strip().partition(" ")
+        # Another scheme (Basic for a proxy in front) is not ours to judge.
+        if scheme.lower() == "bearer":
+            token = credentials.strip()
+            if not token or any(c.isspace() for c in token):
+                raise Unauthorized(
+                    "the Authorization header must be 'Bearer <token>'", error="invalid_request"
+                )
+            return token
+    cookie = cookies.get(cookie_name)
+    if cookie:
+        return cookie
+    in_query = query.get(QUERY_PARAM)
+    if in_query is None:
+        return None
+    if not allow_query_token:
+        raise Unauthorized(
+            f"?{QUERY_PARAM}= is turned off here (URLs end up in logs); send the token in"
+            f" the Authorization header or the {cookie_name} cookie",
+            error="invalid_request",
+        )
+    return in_query or None
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    key: VerifyKey
+    algorithms: tuple[str, ...]
+
+
+class Authorizer:
+    """Verifies tokens and decides subscribe and publish requests; build it with `from_settings`.
+
+    >>> auth = Authorizer.from_settings(AuthSettings())
+    >>> auth.authorize_publish(None, "orders.42") is None
+    True
+    """
+
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        public: tuple[Pattern, ...] = (),
+        keys: Mapping[str | None, _Key] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.public = public
+        self._keys: Mapping[str | None, _Key] = keys or {}
+
+    @classmethod
+    def from_settings(cls, settings: AuthSettings) -> Authorizer:
+        """Check the settings and load the key once; a bad value raises `ConfigError`."""
+        public = tuple(_parse_public(settings.public))
+        if not _COOKIE_NAME.fullmatch(settings.cookie_name):
+            raise ConfigError(f"{_FLAG['cookie_name']}: bad value {settings.cookie_name!r}")
+        sources = [
+            name
+            for name in ("secret", "key_file", "jwks_file")
+            if getattr(settings, name) not in (None, "")
+        ]
+        if settings.mode == "none":
+            if sources:
+                raise ConfigError(
+                    f"{_FLAG[sources[0]]} is set but {_FLAG['mode']} is none, so no token"
+                    f" would be checked; pass {_FLAG['mode']} jwt"
+                )
+            log.warning("auth is off (--auth none): any client may subscribe and publish anywhere")
+            return cls(settings, public=public)
+        if settings.mode != "jwt":
+            raise ConfigError(f"{_FLAG['mode']}: bad value {settings.mode!r}: none or jwt")
+        if len(sources) != 1:
+            names = ", ".join(_FLAG[n] for n in ("secret", "key_file", "jwks_file"))
+            raise ConfigError(f"{_FLAG['mode']} jwt needs exactly one of {names}")
+        if settings.secret:
+            keys: dict[str | None, _Key] = {None: _secret_key(settings.secret)}
+        elif settings.key_file:
+            keys = {None: _pem_key(Path(settings.key_file))}
+        else:
+            keys = _jwks_keys(Path(str(settings.jwks_file)))
+        log.info(
+            "auth: jwt with %s (%d key(s)), %d public pattern(s)",
+            _FLAG[sources[0]],
+            len(keys),
+            len(public),
+        )
+        return cls(settings, public=public, keys=keys)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether requests are checked at all (mode ``jwt``)."""
+        return self.settings.mode == "jwt"
+
+    def token_from(
+        self, headers: Mapping[str, str], cookies: Mapping[str, str], query: Mapping[str, str]
+    ) -> str | None:
+        """`token_from` with this gateway's cookie name and query-token flag."""
+        return token_from(
+            headers,
+            cookies,
+            query,
+            cookie_name=self.settings.cookie_name,
+            allow_query_token=self.settings.allow_query_token,
+        )
+
+    def authenticate(self, token: str | None) -> Principal:
+        """Verify ``token`` and read its grants; raise `Unauthorized` if it is missing or bad."""
+        if not self.enabled:
+            return UNRESTRICTED
+        if not token:
+            raise Unauthorized.missing()
+        if len(token) > MAX_TOKEN_CHARS or not _JWS_COMPACT.fullmatch(token):
+            raise _refused("the token is not a JWT")
+        key = self._key_for(token)
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=list(key.algorithms),
+                audience=self.settings.audience,
+                issuer=self.settings.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"enforce_minimum_key_length": True},
+            )
+        except jwt.PyJWTError as exc:
+            reason = next((r for kind, r in _REASONS if isinstance(exc, kind)), None)
+            if reason is None and isinstance(exc, jwt.MissingRequiredClaimError):
+                reason = f"the token lacks the {exc.claim} claim"
+            raise _refused(reason or "the token is invalid") from None
+        try:
+            return Principal.from_claims(claims)
+        except Unauthorized as exc:
+            raise _refused(exc.description) from None
+
+    def is_public(self, pattern: Pattern) -> bool:
+        """Whether ``pattern`` needs no token: some public pattern contains it."""
+        return any(public.contains(pattern) for public in self.public)
+
+    def check_subscribe(self, principal: Principal | None, patterns: Iterable[Pattern]) -> None:
+        """Allow a subscription when each pattern is public or granted, else raise."""
+        if not self.enabled:
+            return
+        for pattern in patterns:
+            if self.is_public(pattern):
+                continue
+            if principal is None:
+                raise Unauthorized.missing()
+            if not principal.may_subscribe(pattern):
+                log.debug("subscribe to %s refused for %r", pattern, principal.subject)
+                raise Forbidden("subscribe", pattern.text)
+
+    def check_publish(self, principal: Principal | None, topic: str) -> None:
+        """Allow a publish when a publish grant matches ``topic``, else raise."""
+        parse_topic(topic)
+        if not self.enabled:
+            return
+        if principal is None:
+            raise Unauthorized.missing()
+        if not principal.may_publish(topic):
+            log.debug("publish to %s refused for %r", topic, principal.subject)
+            raise Forbidden("publish", topic)
+
+    def authorize_subscribe(
+        self, token: str | None, patterns: Iterable[Pattern]
+    ) -> Principal | None:
+        """Decide a subscription; the principal whose expiry ends the stream, or None.
+
+        The token is only read when some pattern is not public, so a stale cookie
+        never breaks a public stream.
+        """
+        wanted = list(patterns)
+        if not self.enabled or all(self.is_public(p) for p in wanted):
+            return None
+        principal = self.authenticate(token)
+        self.check_subscribe(principal, wanted)
+        return principal
+
+    def authorize_publish(self, token: str | None, topic: str) -> Principal | None:
+        """Decide a publish; the verified principal, or None when auth is off."""
+        principal = self.authenticate(token) if self.enabled else None
+        self.check_publish(principal, topic)
+        return principal
+
+    def _key_for(self, token: str) -> _Key:
+        only = self._keys.get(None)
+        if only is not None:
+            return only
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise _refused("the token is malformed") from None
+        if kid is None:
+            if len(self._keys) == 1:
+                return next(iter(self._keys.values()))
+            raise _refused("the token names no key id (kid)")
+        key = self._keys.get(kid)
+        if key is None:
+            raise _refused("the token's key id (kid) is not in the key set")
+        return key
+
+
+def _refused(description: str) -> Unauthorized:
+    log.debug("token refused: %s", description)
+    return Unauthorized(description)
+
+
+def _parse_public(texts: Iterable[str]) -> Iterable[Pattern]:
+    for text in texts:
+        try:
+            yield Pattern.parse(text)
+        except InvalidTopic as exc:
+            raise ConfigError(f"{_FLAG['public']}: bad value {text!r}: {exc}") from None
+
+
+def _usable(key: Any, candidates: Iterable[str], where: str) -> tuple[str, ...]:
+    algorithms = tuple(
+        name for name in candidates if jwt.get_algorithm_by_name(name).check_key_length(key) is None
+    )
+    if not algorithms:
+        raise ConfigError(f"{where}: the key is too short for any algorithm it could sign with")
+    return algorithms
+
+
+def _secret_key(secret: str) -> _Key:
+    where = _FLAG["secret"]
+    raw = secret.encode()
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{where}: {len(raw)} bytes; at least {MIN_SECRET_BYTES} are needed")
+    try:
+        jwt.get_algorithm_by_name("HS256").prepare_key(raw)
+    except jwt.InvalidKeyError:
+        raise ConfigError(f"{where}: looks like a PEM key; give a key file to --jwt-key") from None
+    return _Key(raw, _usable(raw, _HMAC_ALGORITHMS, where))
+
+
+def _pem_key(path: Path) -> _Key:
+    where = f"{_FLAG['key_file']}: {str(path)!r}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        raise ConfigError(f"{where}: holds a private key; give the issuer's public key")
+    try:
+        key: Any = load_pem_public_key(data)
+    except ValueError:
+        try:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        except ValueError:
+            raise ConfigError(f"{where}: not a PEM public key or certificate") from None
+    return _Key(key, _usable(key, _algorithms_for(key, where), where))
+
+
+def _algorithms_for(key: object, where: str) -> tuple[str, ...]:
+    """The algorithms that can verify with ``key``: its type alone decides, never the token."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return _RSA_ALGORITHMS
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
+            raise ConfigError(f"{where}: unsupported curve {key.curve.name}")
+        return (algorithm,)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    raise ConfigError(f"{where}: unsupported key type {type(key).__name__}")
+
+
+def _jwks_keys(path: Path) -> dict[str | None, _Key]:
+    where = f"{_FLAG['jwks_file']}: {str(path)!r}"
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{where}: not JSON") from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: not a JWKS (an object with a list of keys)")
+    keys: dict[str | None, _Key] = {}
+    for i, entry in enumerate(entries):
+        kid = entry.get("kid")
+        name = f"{where}: key {i} (kid {kid!r})"
+        if entry.get("use", "sig") != "sig":
+            log.info("%s skipped: it is not a signing key", name)
+            continue
+        if entry.get("kty") in _ASYMMETRIC_KTY and "d" in entry:
+            raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
+        if kid is not None and not isinstance(kid, str):
+            raise ConfigError(f"{name}: kid must be a string")
+        if kid in keys:
+            raise ConfigError(f"{name}: a second key with this kid")
+        alg = entry.get("alg")
+        if alg is not None and (not isinstance(alg, str) or alg.lower() == "none"):
+            raise ConfigError(f"{name}: alg {alg!r} verifies nothing")
+        try:
+            jwk = jwt.PyJWK(entry)
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            # PyJWK lets KeyError out for a missing member; its messages quote the key,
+            # which may be a shared secret, so none of them is logged.
+            log.warning("%s skipped: not a key PyJWT can verify with", name)
+            continue
+        keys[kid] = _Key(jwk, _usable(jwk.key, [jwk.algorithm_name], name))
+    if not keys:
+        raise ConfigError(f"{where}: no usable signing key")
+    if len(keys) > 1 and None in keys:
+        raise ConfigError(f"{where}: with several keys, every key needs a kid")
+    return keys

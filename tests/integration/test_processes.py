@@ -1,0 +1,205 @@
+"""The gateway as its users run it: the CLI, several workers, restarts of the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from tests.support import (
+    ChildGateway,
+    Listener,
+    Names,
+    amqp_publish,
+    child_gateway,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.usefixtures("rabbitmq")
+
+
+def test_a_bad_setting_fails_at_start_naming_it() -> None:
+    for args, env, words in [
+        (["--port", "70000"], {}, ["--port", "70000"]),
+        ([], {"HOPCAST_HEARTBEAT": "soon"}, ["HOPCAST_HEARTBEAT", "soon"]),
+        ([], {"HOPCAST_BROKER": "redis://x"}, ["HOPCAST_BROKER", "redis://x"]),
+        (["--ring-size", "-5"], {}, ["--ring-size", "-5"]),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hopcast", "serve", *args],
+            env={**_env(), **env},
+            capture_output=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2, proc.stderr
+        err = proc.stderr.decode()
+        for word in words:
+            assert word in err, err
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("HOPCAST_")}
+
+
+async def test_serve_declares_the_topology_and_waits_for_the_broker(names: Names) -> None:
+    with child_gateway(names.env()) as gw:
+        await wait_ready(gw.url)
+        async with Listener(f"{gw.url}/events/orders.*") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            await amqp_publish(names, [("orders.42", b'{"order": 42}', "order-paid")])
+            (event,) = await sub.wait_for(1)
+        assert (event.event, event.data) == ("order-paid", '{"order": 42}')
+
+
+async def test_clients_resume_across_a_gateway_restart(names: Names) -> None:
+    env = names.env()
+    with child_gateway(env) as gw:
+        await wait_ready(gw.url)
+        async with Listener(f"{gw.url}/events/r") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            await amqp_publish(names, [("r", b"%d" % i, None) for i in range(10)])
+            await sub.wait_for(10)
+        last = sub.last_id
+        assert last is not None
+    await amqp_publish(names, [("r", b"%d" % i, None) for i in range(10, 20)])  # while it is down
+    with child_gateway(env) as gw2:
+        await wait_ready(gw2.url)
+        await amqp_publish(names, [("r", b"%d" % i, None) for i in range(20, 25)])
+        async with Listener(f"{gw2.url}/events/r", {"Last-Event-ID": last}) as back:
+            got = await back.wait_for(15)
+        assert back.data() == [str(i) for i in range(10, 25)]
+        assert len(got) == 15
+
+
+async def test_workers_share_a_port_and_clients_resume_on_any(names: Names) -> None:
+    with child_gateway(names.env(), "--workers", "2") as gw:
+        await wait_ready(gw.url)
+        got: list[str] = []
+        last: str | None = None
+        await amqp_publish(names, [("w", b"%d" % i, None) for i in range(5)])
+        for round_ in range(10):
+            # each reconnect lands on whichever worker accepts it
+            headers = {"Last-Event-ID": last} if last else {}
+            url = f"{gw.url}/events/w" + ("" if last else "?since=first")
+            async with Listener(url, headers) as sub:
+                if round_ == 0:
+                    await sub.wait_for(5)
+                else:
+                    await sub.wait_until(lambda s: len(s.raw) > 0)
+                await amqp_publish(names, [("w", b"%d" % (5 + round_), None)])
+                await sub.wait_for(6 if round_ == 0 else 1)
+                got.extend(sub.data())
+                last = sub.last_id
+        assert got == [str(i) for i in range(15)]
+        assert _worker_count(gw) == 2
+
+
+def _worker_count(gw: ChildGateway) -> int:
+    out = subprocess.run(
+        ["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True, check=False
+    ).stdout
+    workers = 0
+    for pid in out.split():
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            workers += b"spawn_main" in f.read()
+    return workers
+
+
+def _stream_consumers(stream: str) -> int:
+    """Consumers that the gateways of ``stream`` hold on RabbitMQ, from rabbitmqctl's lists."""
+
+    def table(*args: str) -> list[list[str]]:
+        out = subprocess.run(
+            ["rabbitmqctl", "-q", "--no-table-headers", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+    marker = f'{{"connection_name","hopcast {stream} '
+    ours = {
+        name
+        for name, props in table("list_connections", "name", "client_properties")
+        if marker in props
+    }
+    return sum(
+        int(count)
+        for channel, count in table("list_channels", "name", "consumer_count")
+        if channel.rsplit(" (", 1)[0] in ours
+    )
+
+
+@pytest.mark.slow
+async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: Names) -> None:
+    """1,000 clients resume at once on a fresh gateway: a handful of consumers, not 1,000."""
+    total, clients = 3000, 1000
+    env = {**names.env(), "HOPCAST_RING_SIZE": "2000"}
+    with child_gateway(env) as before:
+        await wait_ready(before.url)
+        for i in range(0, total, 500):
+            await amqp_publish(names, [("s", b"%d" % n, None) for n in range(i, i + 500)])
+    with child_gateway(env) as gw:
+        await wait_ready(gw.url)
+        offsets = await _all_offsets(gw.url, total)
+        # 70 % resume inside the ring, 30 % further back (from the stream)
+        starts = [offsets[(i * 7919) % (total - 1)] for i in range(clients)]
+        counts: list[int] = []
+        stop = asyncio.Event()
+
+        async def sample() -> None:
+            while not stop.is_set():
+                counts.append(await asyncio.to_thread(_stream_consumers, names.stream))
+
+        sampler = asyncio.create_task(sample())
+        results = await asyncio.gather(*(_resume_raw(gw.url, n) for n in starts))
+        stop.set()
+        await sampler
+        for start, ids in zip(starts, results, strict=True):
+            assert ids == [o for o in offsets if o > start]
+        assert counts, "no sample of the broker's consumers was taken"
+        assert max(counts) <= 4, counts
+        assert len(counts) >= 2
+
+
+async def _all_offsets(url: str, count: int) -> list[int]:
+    async with Listener(f"{url}/events/s?since=first") as sub:
+        events = await sub.wait_for(count, timeout=60)
+    return [int(e.id) for e in events]
+
+
+async def _resume_raw(url: str, after: int) -> list[int]:
+    """A bare-bones subscriber that reads until the last event and returns the ids it saw."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    request = f"GET /events/s HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {after}\r\n\r\n"
+    writer.write(request.encode())
+    ids: list[int] = []
+    buffer = b""
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            chunk = await asyncio.wait_for(reader.read(65536), 60)
+            if not chunk:
+                break
+            buffer += chunk
+            blocks = buffer.split(b"\n\n")
+            buffer = blocks.pop()
+            for block in blocks:
+                if b"data: " in block:
+                    line = block.split(b"\n", 1)[0]
+                    if line.startswith(b"0\r\n") or b"id: " not in block:
+                        continue
+                    ids.append(int(block.split(b"id: ", 1)[1].split(b"\n", 1)[0]))
+                    if block.endswith(b"data: 2999"):
+                        return ids
+    finally:
+        writer.close()
+    return ids

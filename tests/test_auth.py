@@ -1,0 +1,696 @@
+"""Auth: token verification, claim reading, grants by containment, token sources, no leaks."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from starlette.datastructures import Headers, QueryParams
+
+from hopcast.auth import (
+    DEFAULT_COOKIE_NAME,
+    LEEWAY_SECONDS,
+    MAX_GRANTS,
+    UNRESTRICTED,
+    Authorizer,
+    AuthSettings,
+    Forbidden,
+    Principal,
+    Unauthorized,
+    token_from,
+)
+from hopcast.errors import ConfigError, HopcastError, InvalidTopic
+from hopcast.topics import Pattern
+
+SECRET = "an HS256 secret of more than 32 bytes, for tests"
+OTHER_SECRET = "another HS256 secret of 32+ bytes, not trusted"
+AUDIENCE = "hopcast-tests"
+ISSUER = "https://issuer.example"
+FAST = settings(max_examples=300, deadline=None)
+
+
+def make(**fields: Any) -> Authorizer:
+    return Authorizer.from_settings(AuthSettings(**fields))
+
+
+def claims(**extra: Any) -> dict[str, Any]:
+    """Claims granting orders.# both ways, for one hour; ``extra`` overrides (None drops)."""
+    base: dict[str, Any] = {
+        "sub": "alice",
+        "exp": int(time.time()) + 3600,
+        "hopcast": {"subscribe": ["orders.#"], "publish": ["orders.#"]},
+    }
+    base.update(extra)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forge(
+    header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes] | None = None
+) -> str:
+    """A compact JWS built by hand, so that a test can make what PyJWT refuses to sign."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    signature = sign(signing_input.encode()) if sign else b""
+    return f"{signing_input}.{b64(signature)}"
+
+
+def hmac_with(secret: bytes) -> Callable[[bytes], bytes]:
+    return lambda data: hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def p(text: str) -> Pattern:
+    return Pattern.parse(text)
+
+
+def public_pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def ec_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="module")
+def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="module")
+def rsa_pem_file(keydir: Path, rsa_key: rsa.RSAPrivateKey) -> Path:
+    path = keydir / "rsa.pem"
+    path.write_bytes(public_pem(rsa_key))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ec_pem_file(keydir: Path, ec_key: ec.EllipticCurvePrivateKey) -> Path:
+    path = keydir / "ec.pem"
+    path.write_bytes(public_pem(ec_key))
+    return path
+
+
+def write_jwks(path: Path, *keys: dict[str, Any]) -> Path:
+    path.write_text(json.dumps({"keys": list(keys)}))
+    return path
+
+
+def rsa_jwk(key: rsa.RSAPrivateKey, **extra: Any) -> dict[str, Any]:
+    jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    assert isinstance(jwk, dict)
+    return {**jwk, **extra}
+
+
+def ec_jwk(key: ec.EllipticCurvePrivateKey, **extra: Any) -> dict[str, Any]:
+    jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    assert isinstance(jwk, dict)
+    return {**jwk, **extra}
+
+
+@pytest.fixture(scope="module")
+def jwks_auth(
+    keydir: Path, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> Authorizer:
+    path = write_jwks(
+        keydir / "jwks.json", rsa_jwk(rsa_key, kid="rsa-1"), ec_jwk(ec_key, kid="ec-1")
+    )
+    return make(mode="jwt", jwks_file=path)
+
+
+HS = make(mode="jwt", secret=SECRET)
+HS_STRICT = make(mode="jwt", secret=SECRET, audience=AUDIENCE, issuer=ISSUER)
+
+
+def refused(auth: Authorizer, token: str | None) -> Unauthorized:
+    with pytest.raises(Unauthorized) as info:
+        auth.authenticate(token)
+    return info.value
+
+
+# HS256
+
+
+def test_a_valid_hs256_token_gives_its_grants_subject_and_expiry() -> None:
+    exp = int(time.time()) + 600
+    principal = HS.authenticate(hs256(claims(exp=exp)))
+    assert principal.subject == "alice"
+    assert principal.subscribe == (p("orders.#"),)
+    assert principal.publish == (p("orders.#"),)
+    assert principal.expires_at == dt.datetime.fromtimestamp(exp, dt.UTC)
+    left = principal.seconds_left()
+    assert left is not None
+    assert 590 < left <= 600
+
+
+def test_a_token_without_exp_never_expires_and_without_claim_grants_nothing() -> None:
+    principal = HS.authenticate(hs256({"sub": "bob"}))
+    assert principal == Principal(subject="bob")
+    assert principal.seconds_left() is None
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (claims(exp=int(time.time()) - 60), "expired"),
+        (claims(nbf=int(time.time()) + 60), "not valid yet"),
+        (claims(iat=int(time.time()) + 60), "not valid yet"),
+        (claims(exp=float("inf")), "malformed"),
+        (claims(exp="9999999999"), "exp must be a number"),
+    ],
+)
+def test_time_claims_are_enforced(payload: dict[str, Any], reason: str) -> None:
+    error = refused(HS, hs256(payload))
+    assert reason in error.description
+    assert error.error == "invalid_token"
+    assert error.status == 401
+
+
+def test_a_few_seconds_of_clock_skew_are_tolerated() -> None:
+    now = int(time.time())
+    HS.authenticate(hs256(claims(exp=now - LEEWAY_SECONDS + 2, nbf=now + LEEWAY_SECONDS - 2)))
+
+
+def test_audience_and_issuer_are_checked_when_configured() -> None:
+    HS_STRICT.authenticate(hs256(claims(aud=AUDIENCE, iss=ISSUER)))
+    HS_STRICT.authenticate(hs256(claims(aud=["other", AUDIENCE], iss=ISSUER)))
+    assert "audience" in refused(HS_STRICT, hs256(claims(aud="other", iss=ISSUER))).description
+    assert "issuer" in refused(HS_STRICT, hs256(claims(aud=AUDIENCE, iss="evil"))).description
+    assert "aud" in refused(HS_STRICT, hs256(claims(iss=ISSUER))).description
+    assert "iss" in refused(HS_STRICT, hs256(claims(aud=AUDIENCE))).description
+
+
+def test_a_token_for_some_audience_is_refused_where_none_is_configured() -> None:
+    # RFC 7519 §4.1.3: a recipient that does not identify itself with aud must reject.
+    refused(HS, hs256(claims(aud="billing")))
+
+
+def test_a_bad_signature_is_refused() -> None:
+    assert "signature" in refused(HS, hs256(claims(), OTHER_SECRET)).description
+    head, _, sig = hs256(claims()).split(".")
+    tampered = b64(json.dumps(claims(hopcast={"subscribe": ["#"]})).encode())
+    assert "signature" in refused(HS, f"{head}.{tampered}.{sig}").description
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", ""])
+@pytest.mark.parametrize("signature", [None, hmac_with(SECRET.encode())])
+def test_alg_none_is_refused(alg: str, signature: Callable[[bytes], bytes] | None) -> None:
+    token = forge({"alg": alg, "typ": "JWT"}, claims(), signature)
+    assert refused(HS, token).error == "invalid_token"
+
+
+@pytest.mark.parametrize("token", ["", "abc", "a.b", "a.b.c.d", "é.é.é", "x" * 20_000])
+def test_garbage_is_refused(token: str) -> None:
+    error = refused(HS, token)
+    assert error.error == ("invalid_token" if token else None)
+
+
+# Asymmetric keys
+
+
+@pytest.mark.parametrize("alg", ["RS256", "RS512", "PS256"])
+def test_rsa_pem_key_verifies_rsa_tokens(
+    rsa_pem_file: Path, rsa_key: rsa.RSAPrivateKey, alg: str
+) -> None:
+    auth = make(mode="jwt", key_file=rsa_pem_file)
+    assert auth.authenticate(jwt.encode(claims(), rsa_key, algorithm=alg)).subject == "alice"
+
+
+def test_ec_pem_key_verifies_es256(ec_pem_file: Path, ec_key: ec.EllipticCurvePrivateKey) -> None:
+    auth = make(mode="jwt", key_file=str(ec_pem_file))
+    assert auth.authenticate(jwt.encode(claims(), ec_key, algorithm="ES256")).subject == "alice"
+
+
+def test_a_certificate_pem_is_accepted(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "issuer")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(rsa_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(rsa_key, hashes.SHA256())
+    )
+    path = tmp_path / "cert.pem"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    auth = make(mode="jwt", key_file=path)
+    auth.authenticate(jwt.encode(claims(), rsa_key, algorithm="RS256"))
+
+
+def test_algorithm_confusion_is_refused(rsa_pem_file: Path, jwks_auth: Authorizer) -> None:
+    """An HS256 token whose HMAC secret is the RSA public key must not verify against it."""
+    pem = rsa_pem_file.read_bytes()
+    for secret in (pem, pem.strip()):
+        token = forge({"alg": "HS256", "typ": "JWT"}, claims(), hmac_with(secret))
+        error = refused(make(mode="jwt", key_file=rsa_pem_file), token)
+        assert "algorithm" in error.description
+        jwks_token = forge({"alg": "HS256", "kid": "rsa-1"}, claims(), hmac_with(secret))
+        assert "algorithm" in refused(jwks_auth, jwks_token).description
+
+
+def test_keys_of_another_type_are_refused(
+    rsa_pem_file: Path,
+    ec_pem_file: Path,
+    rsa_key: rsa.RSAPrivateKey,
+    ec_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    refused(make(mode="jwt", key_file=rsa_pem_file), jwt.encode(claims(), ec_key, "ES256"))
+    refused(make(mode="jwt", key_file=ec_pem_file), jwt.encode(claims(), rsa_key, "RS256"))
+    refused(HS, jwt.encode(claims(), rsa_key, algorithm="RS256"))
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger_token = jwt.encode(claims(), stranger, algorithm="RS256")
+    assert (
+        "signature" in refused(make(mode="jwt", key_file=rsa_pem_file), stranger_token).description
+    )
+
+
+# JWKS
+
+
+def test_jwks_picks_the_key_by_kid(
+    jwks_auth: Authorizer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    rs = jwt.encode(claims(sub="r"), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
+    es = jwt.encode(claims(sub="e"), ec_key, algorithm="ES256", headers={"kid": "ec-1"})
+    assert jwks_auth.authenticate(rs).subject == "r"
+    assert jwks_auth.authenticate(es).subject == "e"
+
+
+def test_jwks_refuses_unknown_missing_and_mismatched_kids(
+    jwks_auth: Authorizer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    unknown = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-2"})
+    assert "key id" in refused(jwks_auth, unknown).description
+    assert "kid" in refused(jwks_auth, jwt.encode(claims(), rsa_key, algorithm="RS256")).description
+    swapped = jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "rsa-1"})
+    assert "algorithm" in refused(jwks_auth, swapped).description
+    signed_by_other = jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "ec-1"})
+    refused(jwks_auth, signed_by_other)
+    refused(jwks_auth, forge({"alg": "ES256", "kid": 7}, claims()))
+
+
+def test_a_single_key_jwks_needs_no_kid(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    auth = make(mode="jwt", jwks_file=write_jwks(tmp_path / "one.json", rsa_jwk(rsa_key)))
+    auth.authenticate(jwt.encode(claims(), rsa_key, algorithm="RS256"))
+
+
+def test_jwks_skips_encryption_keys(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
+    path = write_jwks(
+        tmp_path / "mixed.json", rsa_jwk(rsa_key, kid="enc", use="enc"), ec_jwk(ec_key, kid="sig")
+    )
+    auth = make(mode="jwt", jwks_file=path)
+    refused(auth, jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "enc"}))
+    auth.authenticate(jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "sig"}))
+
+
+# Configuration
+
+
+def bad_settings_cases(tmp: Path, rsa_key: rsa.RSAPrivateKey) -> Iterator[tuple[Any, str]]:
+    """(settings, text the ConfigError must contain) pairs."""
+    yield AuthSettings(mode="jwt"), "--jwt-secret"
+    yield AuthSettings(mode="jwt", secret=SECRET, key_file=tmp / "k.pem"), "exactly one"
+    yield AuthSettings(mode="jwt", secret="short"), "--jwt-secret"
+    yield AuthSettings(mode="none", secret=SECRET), "--auth"
+    yield AuthSettings(mode="basic"), "--auth"  # type: ignore[arg-type]
+    yield AuthSettings(public=("news.#", "a..b")), "--public"
+    yield AuthSettings(cookie_name="bad name;"), "--cookie-name"
+    pem = public_pem(rsa_key).decode()
+    yield AuthSettings(mode="jwt", secret=pem), "--jwt-secret"
+    yield AuthSettings(mode="jwt", key_file=tmp / "missing.pem"), "--jwt-key"
+    (tmp / "garbage.pem").write_text("not a key")
+    yield AuthSettings(mode="jwt", key_file=tmp / "garbage.pem"), "--jwt-key"
+    private = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    (tmp / "private.pem").write_bytes(private)
+    yield AuthSettings(mode="jwt", key_file=tmp / "private.pem"), "private key"
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    (tmp / "weak.pem").write_bytes(public_pem(weak))
+    yield AuthSettings(mode="jwt", key_file=tmp / "weak.pem"), "too short"
+    (tmp / "bad.json").write_text("{")
+    yield AuthSettings(mode="jwt", jwks_file=tmp / "bad.json"), "--jwks"
+    (tmp / "notjwks.json").write_text('{"keys": {}}')
+    yield AuthSettings(mode="jwt", jwks_file=tmp / "notjwks.json"), "--jwks"
+    private_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key))
+    path = write_jwks(tmp / "private.json", private_jwk)
+    yield AuthSettings(mode="jwt", jwks_file=path), "private key"
+    path = write_jwks(tmp / "twice.json", rsa_jwk(rsa_key, kid="a"), rsa_jwk(rsa_key, kid="a"))
+    yield AuthSettings(mode="jwt", jwks_file=path), "second key"
+    path = write_jwks(tmp / "nokid.json", rsa_jwk(rsa_key, kid="a"), rsa_jwk(rsa_key))
+    yield AuthSettings(mode="jwt", jwks_file=path), "needs a kid"
+    path = write_jwks(tmp / "enc.json", rsa_jwk(rsa_key, use="enc"))
+    yield AuthSettings(mode="jwt", jwks_file=path), "no usable"
+    path = write_jwks(tmp / "short.json", {"kty": "oct", "k": b64(b"short"), "kid": "s"})
+    yield AuthSettings(mode="jwt", jwks_file=path), "too short"
+
+
+def test_bad_settings_fail_at_start_up_naming_the_setting(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    for settings_, expected in bad_settings_cases(tmp_path, rsa_key):
+        with pytest.raises(ConfigError) as info:
+            Authorizer.from_settings(settings_)
+        assert expected in str(info.value), settings_
+        assert SECRET not in str(info.value)
+
+
+def test_settings_repr_hides_the_secret() -> None:
+    assert SECRET not in repr(AuthSettings(mode="jwt", secret=SECRET))
+
+
+# Claims
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        [],
+        "orders.*",
+        None,
+        {"subscribe": "orders.*"},
+        {"subscribe": None},
+        {"subscribe": [1]},
+        {"subscribe": [["orders.*"]]},
+        {"subscribe": ["a..b"]},
+        {"subscribe": [""]},
+        {"publish": ["orders.#", "bad pattern"]},
+        {"subscibe": ["orders.*"]},
+        {"subscribe": ["orders.*"], "admin": True},
+        {"subscribe": ["orders.*"] * (MAX_GRANTS + 1)},
+    ],
+)
+def test_a_malformed_claim_is_an_invalid_token(claim: Any) -> None:
+    payload = claims()
+    payload["hopcast"] = claim
+    assert refused(HS, hs256(payload)).error == "invalid_token"
+
+
+def test_the_claim_reader_dedupes_and_accepts_missing_lists() -> None:
+    principal = Principal.from_claims({"hopcast": {"subscribe": ["a.*", "a.*", "b"]}})
+    assert principal.subscribe == (p("a.*"), p("b"))
+    assert principal.publish == ()
+    for huge in (10**400, 1e300):
+        far = Principal.from_claims({"exp": huge}).expires_at
+        assert far is not None
+        assert far.year == 9999
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=20,
+)
+pattern_like = st.sampled_from(["orders.*", "#", "a..b", "", "*.#", "x" * 70]) | st.text(
+    alphabet="ab.*# ", max_size=12
+)
+hopcast_claims = json_values | st.dictionaries(
+    st.sampled_from(["subscribe", "publish", "other"]),
+    json_values | st.lists(pattern_like | json_values, max_size=5),
+    max_size=3,
+)
+
+
+@FAST
+@given(hopcast_claims)
+def test_any_json_in_the_claim_is_read_or_refused_never_a_crash(claim: Any) -> None:
+    token = hs256({"hopcast": claim})
+    try:
+        principal = HS.authenticate(token)
+    except Unauthorized as exc:
+        assert exc.error == "invalid_token"
+        assert token not in str(exc)
+        assert SECRET not in str(exc)
+        assert exc.www_authenticate.startswith('Bearer realm="hopcast", error="invalid_token"')
+        return
+    assert all(isinstance(g, Pattern) for g in principal.subscribe + principal.publish)
+
+
+registered = st.dictionaries(
+    st.sampled_from(["exp", "nbf", "iat", "aud", "iss", "sub", "jti"]),
+    json_values | st.integers(min_value=0, max_value=2**40),
+)
+
+
+@FAST
+@given(registered)
+def test_any_json_in_registered_claims_is_accepted_or_refused(payload: dict[str, Any]) -> None:
+    # Signed by hand: PyJWT's encode refuses some of these (a non-string iss).
+    token = forge({"alg": "HS256", "typ": "JWT"}, payload, hmac_with(SECRET.encode()))
+    for auth in (HS, HS_STRICT):
+        try:
+            auth.authenticate(token)
+        except Unauthorized as exc:
+            assert exc.error == "invalid_token"
+
+
+segments = st.binary(max_size=60) | json_values.map(lambda v: json.dumps(v).encode())
+forged = st.tuples(segments, segments, segments).map(lambda t: ".".join(b64(s) for s in t))
+
+
+@FAST
+@given(st.text(max_size=80) | forged)
+def test_any_string_is_refused_without_a_crash(token: str) -> None:
+    with pytest.raises(Unauthorized):
+        HS.authenticate(token)
+
+
+@FAST
+@given(header=st.dictionaries(st.sampled_from(["alg", "kid", "crit", "b64", "typ"]), json_values))
+def test_any_header_is_refused_by_a_jwks_authorizer(
+    jwks_auth: Authorizer, header: dict[str, Any]
+) -> None:
+    with pytest.raises(Unauthorized):
+        jwks_auth.authenticate(forge(header, claims(), hmac_with(b"x" * 32)))
+
+
+# Grants: containment, public patterns, publishing
+
+
+def principal(subscribe: tuple[str, ...] = (), publish: tuple[str, ...] = ()) -> Principal:
+    return Principal.from_claims({"hopcast": {"subscribe": [*subscribe], "publish": [*publish]}})
+
+
+@pytest.mark.parametrize(
+    ("granted", "wanted", "allowed"),
+    [
+        ("orders.#", "orders.*", True),
+        ("orders.#", "orders", True),
+        ("orders.#", "orders.42.items", True),
+        ("orders.*", "orders.42", True),
+        ("orders.*", "orders.#", False),
+        ("orders.*", "orders", False),
+        ("orders.#", "#", False),
+        ("*", "#", False),
+        ("#", "#", True),
+        ("*.#", "#", True),
+        ("#", "anything.at.*.all", True),
+        ("user.42.#", "user.*.profile", False),
+    ],
+)
+def test_a_pattern_is_allowed_by_containment(granted: str, wanted: str, allowed: bool) -> None:
+    who = principal(subscribe=(granted,))
+    if allowed:
+        HS.check_subscribe(who, [p(wanted)])
+    else:
+        with pytest.raises(Forbidden) as info:
+            HS.check_subscribe(who, [p(wanted)])
+        assert info.value.target == wanted
+        assert info.value.status == 403
+
+
+def test_every_pattern_of_a_subscription_must_be_allowed() -> None:
+    who = principal(subscribe=("orders.#", "user.42.#"))
+    HS.check_subscribe(who, [p("orders.*"), p("user.42.inbox")])
+    with pytest.raises(Forbidden) as info:
+        HS.check_subscribe(who, [p("orders.*"), p("user.43.inbox"), p("user.44")])
+    assert info.value.target == "user.43.inbox"
+    assert "user.43.inbox" in info.value.www_authenticate
+    assert 'error="insufficient_scope"' in info.value.www_authenticate
+
+
+def test_public_patterns_need_no_token() -> None:
+    auth = make(mode="jwt", secret=SECRET, public=("news.#", "status"))
+    assert auth.authorize_subscribe(None, [p("news.*"), p("status")]) is None
+    # A stale cookie must not break a public stream: the token is not even read.
+    assert auth.authorize_subscribe("expired.or.garbage", [p("news.today")]) is None
+    with pytest.raises(Unauthorized) as info:
+        auth.authorize_subscribe(None, [p("news.*"), p("#")])
+    assert info.value.www_authenticate == 'Bearer realm="hopcast"'
+    token = hs256(claims(hopcast={"subscribe": ["orders.#"]}))
+    who = auth.authorize_subscribe(token, [p("news.*"), p("orders.42")])
+    assert who is not None
+    assert who.subject == "alice"
+    with pytest.raises(Forbidden):
+        auth.authorize_subscribe(token, [p("news.*"), p("users.*")])
+    with pytest.raises(Unauthorized):
+        auth.authorize_publish(None, "news.today")
+
+
+def test_check_subscribe_without_principal_is_unauthorized() -> None:
+    with pytest.raises(Unauthorized) as info:
+        HS.check_subscribe(None, [p("orders.*")])
+    assert info.value.error is None
+    assert info.value.status == 401
+
+
+def test_publishing_needs_a_matching_publish_grant() -> None:
+    who = principal(subscribe=("#",), publish=("orders.*",))
+    HS.check_publish(who, "orders.42")
+    with pytest.raises(Forbidden) as info:
+        HS.check_publish(who, "orders.42.paid")
+    assert info.value.action == "publish"
+    with pytest.raises(Forbidden):
+        HS.check_publish(principal(subscribe=("#",)), "orders.42")
+    with pytest.raises(Unauthorized):
+        HS.check_publish(None, "orders.42")
+    with pytest.raises(InvalidTopic):
+        HS.check_publish(who, "orders.*")
+    token = hs256(claims(hopcast={"publish": ["orders.*"]}))
+    assert HS.authorize_publish(token, "orders.1") is not None
+
+
+def test_mode_none_allows_everything() -> None:
+    auth = make()
+    assert not auth.enabled
+    assert auth.authenticate(None) is UNRESTRICTED
+    assert auth.authenticate("whatever") is UNRESTRICTED
+    assert auth.authorize_subscribe(None, [p("#")]) is None
+    assert auth.authorize_publish(None, "anything.at.all") is None
+    auth.check_subscribe(None, [p("#")])
+    auth.check_publish(None, "x")
+
+
+# Token sources
+
+
+def test_the_authorization_header_wins_over_the_cookie() -> None:
+    cookies = {DEFAULT_COOKIE_NAME: "from-cookie"}
+    assert token_from({"Authorization": "Bearer from-header"}, cookies, {}) == "from-header"
+    assert token_from({"authorization": "bearer  from-header "}, cookies, {}) == "from-header"
+    assert token_from({}, cookies, {}) == "from-cookie"
+    assert token_from({}, {}, {}) is None
+    assert token_from({}, {DEFAULT_COOKIE_NAME: ""}, {}) is None
+
+
+def test_another_scheme_falls_through_to_the_cookie() -> None:
+    cookies = {DEFAULT_COOKIE_NAME: "from-cookie"}
+    assert token_from({"Authorization": "Basic dXNlcjpwdw=="}, cookies, {}) == "from-cookie"
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer a b"])
+def test_a_malformed_bearer_header_is_an_invalid_request(value: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        token_from({"Authorization": value}, {}, {})
+    assert info.value.error == "invalid_request"
+    assert info.value.status == 400
+
+
+def test_the_cookie_name_is_settable() -> None:
+    auth = make(cookie_name="jwt")
+    assert auth.token_from({}, {"jwt": "a", DEFAULT_COOKIE_NAME: "b"}, {}) == "a"
+    assert auth.token_from({}, {DEFAULT_COOKIE_NAME: "b"}, {}) is None
+
+
+def test_the_query_token_is_off_by_default() -> None:
+    with pytest.raises(Unauthorized) as info:
+        make().token_from({}, {}, {"access_token": "from-url"})
+    assert info.value.error == "invalid_request"
+    assert "from-url" not in str(info.value)
+    allowed = make(allow_query_token=True)
+    assert allowed.token_from({}, {}, {"access_token": "from-url"}) == "from-url"
+    assert allowed.token_from({}, {DEFAULT_COOKIE_NAME: "c"}, {"access_token": "u"}) == "c"
+
+
+def test_token_sources_accept_starlette_structures() -> None:
+    headers = Headers(raw=[(b"authorization", b"Bearer from-header")])
+    query = QueryParams("access_token=from-url")
+    assert token_from(headers, {}, query) == "from-header"
+    assert token_from(Headers(), {}, query, allow_query_token=True) == "from-url"
+
+
+# Errors
+
+
+def test_challenges_follow_rfc_6750() -> None:
+    assert Unauthorized.missing().www_authenticate == 'Bearer realm="hopcast"'
+    error = Unauthorized('bad "quote" \\ and\nnewline ü')
+    assert error.www_authenticate == (
+        'Bearer realm="hopcast", error="invalid_token",'
+        ' error_description="bad ?quote? ? and?newline ?"'
+    )
+    assert isinstance(error, HopcastError)
+    assert isinstance(Forbidden("subscribe", "#"), HopcastError)
+
+
+def test_no_error_or_log_line_carries_the_token_or_the_secret(
+    caplog: pytest.LogCaptureFixture, rsa_pem_file: Path
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hopcast.auth")
+    tokens = [
+        hs256(claims(exp=int(time.time()) - 60)),
+        hs256(claims(), OTHER_SECRET),
+        hs256(claims(aud="other")),
+        hs256(claims(hopcast={"subscribe": ["a..b"]})),
+        hs256(claims(hopcast={"publish": "x"})),
+        forge({"alg": "none"}, claims()),
+        forge({"alg": "HS256"}, claims(), hmac_with(rsa_pem_file.read_bytes())),
+        hs256(claims())[:-3],
+    ]
+    errors: list[Exception] = []
+    for token in tokens:
+        for auth in (HS, HS_STRICT, make(mode="jwt", key_file=rsa_pem_file)):
+            with pytest.raises(Unauthorized) as info:
+                auth.authenticate(token)
+            errors.append(info.value)
+            with pytest.raises(HopcastError) as denied:
+                auth.authorize_subscribe(token, [p("secret.stuff")])
+            errors.append(denied.value)
+    good = hs256(claims())
+    with pytest.raises(Forbidden) as forbidden:
+        HS.authorize_subscribe(good, [p("#")])
+    errors.append(forbidden.value)
+    secrets = [SECRET, OTHER_SECRET, good, *tokens]
+    for error in errors:
+        shown = f"{error} {error!r} {getattr(error, 'www_authenticate', '')}"
+        assert not any(s in shown for s in secrets), shown
+    for record in caplog.records:
+        assert not any(s in record.getMessage() for s in secrets), record.getMessage()
+    assert caplog.records, "refusals are logged at DEBUG"
