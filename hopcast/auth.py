@@ -69,7 +69,6 @@ _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 _RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
-_ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
 _MAX_TIMESTAMP = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 # Most specific first: several PyJWT errors subclass DecodeError or InvalidTokenError.
@@ -287,7 +286,7 @@ def token_from(
 
 @dataclass(frozen=True, slots=True)
 class _Key:
-    key: VerifyKey
+    key: VerifyKey = field(repr=False)
     algorithms: tuple[str, ...]
 
 
@@ -545,7 +544,7 @@ def _jwks_keys(path: Path) -> dict[str | None, _Key]:
         if entry.get("use", "sig") != "sig":
             log.info("%s skipped: it is not a signing key", name)
             continue
-        if entry.get("kty") in _ASYMMETRIC_KTY and "d" in entry:
+        if entry.get("kty") in ("RSA", "EC", "OKP") and "d" in entry:
             raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
         if kid is not None and not isinstance(kid, str):
             raise ConfigError(f"{name}: kid must be a string")

@@ -77,7 +77,8 @@ class Pattern:
 
     def matches(self, topic: str) -> bool:
         """Whether RabbitMQ would route a message with routing key ``topic`` to this binding."""
-        return _matches(self.words, topic.split("."))
+        # Any routing key, as RabbitMQ splits it: '' is no word at all, 'a..b' has an empty one.
+        return _matches(self.words, topic.split(".") if topic else [])
 
     def contains(self, other: Pattern) -> bool:
         """Whether every topic ``other`` can match is matched by this pattern.
@@ -103,8 +104,8 @@ def _parse_pattern(text: str) -> Pattern:
 def _matches(pattern: tuple[str, ...], topic: list[str]) -> bool:
     """Run ``pattern`` as an automaton over words, keeping the set of positions it can be at.
 
-    Linear in both lengths; a backtracking regex takes exponential time on a
-    pattern with many ``#`` and a topic that fails at its end.
+    The work grows with len(pattern) * len(topic); a backtracking regex takes
+    exponential time on a pattern with many ``#`` and a topic that fails at its end.
     """
     end = len(pattern)
 

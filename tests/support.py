@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import aiormq
@@ -92,7 +92,7 @@ async def delete_topology(names: Names, url: str = AMQP_URL) -> None:
 
 async def amqp_publish(
     names: Names,
-    items: list[tuple[str, bytes, str | None]],
+    items: Sequence[tuple[str, bytes, str | None]],
     url: str = AMQP_URL,
 ) -> None:
     """Publish straight to RabbitMQ as any AMQP client would, with confirms."""

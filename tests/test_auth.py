@@ -338,6 +338,34 @@ def test_jwks_skips_encryption_keys(
     auth.authenticate(jwt.encode(claims(), ec_key, algorithm="ES256", headers={"kid": "sig"}))
 
 
+def test_jwks_skips_keys_it_cannot_use(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    junk: list[dict[str, Any]] = [
+        {"kty": "RSA", "kid": "no-n"},
+        {"kty": "XX", "kid": "odd"},
+        {"kty": ["RSA"]},
+    ]
+    path = write_jwks(tmp_path / "junk.json", *junk, rsa_jwk(rsa_key, kid="good"))
+    auth = make(mode="jwt", jwks_file=path)
+    auth.authenticate(jwt.encode(claims(), rsa_key, algorithm="RS256", headers={"kid": "good"}))
+
+
+jwk_members = st.none() | st.integers() | st.text(max_size=8) | st.lists(st.integers(), max_size=2)
+jwk_entries = st.dictionaries(
+    st.sampled_from(["kty", "alg", "kid", "use", "n", "e", "crv", "x", "y", "k", "d"]),
+    jwk_members | st.sampled_from(["RSA", "EC", "OKP", "oct", "RS256", "none", "P-256", "AQAB"]),
+)
+
+
+@FAST
+@given(entries=st.lists(jwk_entries, max_size=4))
+def test_any_jwks_loads_or_fails_with_a_config_error(keydir: Path, entries: list[Any]) -> None:
+    path = write_jwks(keydir / "fuzz.json", *entries)
+    try:
+        make(mode="jwt", jwks_file=path)
+    except ConfigError as exc:
+        assert "--jwks" in str(exc)
+
+
 # Configuration
 
 
@@ -380,6 +408,8 @@ def bad_settings_cases(tmp: Path, rsa_key: rsa.RSAPrivateKey) -> Iterator[tuple[
     yield AuthSettings(mode="jwt", jwks_file=path), "no usable"
     path = write_jwks(tmp / "short.json", {"kty": "oct", "k": b64(b"short"), "kid": "s"})
     yield AuthSettings(mode="jwt", jwks_file=path), "too short"
+    none = {"kty": "oct", "k": b64(b"k" * 32), "alg": "none", "kid": "n"}
+    yield AuthSettings(mode="jwt", jwks_file=write_jwks(tmp / "none.json", none)), "verifies"
 
 
 def test_bad_settings_fail_at_start_up_naming_the_setting(

@@ -50,7 +50,7 @@ async def test_a_slow_client_is_cut_off_and_catches_up(broker_kind: str, names: 
         # it comes back with its last id and gets everything, in order
         async with Listener(f"{gw.url}/events/big", {"Last-Event-ID": start_id}) as back:
             again = await back.wait_for(total, timeout=60)
-        assert [e.data[-3:] for e in again] == ["%03d" % i for i in range(total)]
+        assert [e.data[-3:] for e in again] == [f"{i:03d}" for i in range(total)]
 
 
 async def _cut_off(hub: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -23,7 +24,7 @@ from tests.support import (
 
 
 async def publish_raw(
-    gw: Gateway, kind: str, names: Names, items: list[tuple[str, bytes, str | None]]
+    gw: Gateway, kind: str, names: Names, items: Sequence[tuple[str, bytes, str | None]]
 ) -> None:
     """Publish as a backend service would: straight to the broker, not through the gateway."""
     if kind == "memory":

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
 from tests.support import (
@@ -34,6 +33,7 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
             env={**_env(), **env},
             capture_output=True,
             timeout=30,
+            check=False,
         )
         assert proc.returncode == 2, proc.stderr
         err = proc.stderr.decode()
