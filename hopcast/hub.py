@@ -454,9 +454,13 @@ class Hub:
         start: StartAt | None = None
         while True:
             try:
+                await self.broker.start()  # idempotent; recreates a deleted stream
                 if start is None:
-                    await self.broker.start()
                     start = await self._learn_tail()
+                elif self.position >= 0:
+                    tail = await self.broker.tail()
+                    if tail is None or tail < self.position:
+                        start = self._on_stream_reset(tail)
                 async with self.broker.read(start, purpose="live") as reader:
                     self.reader_running = True
                     delay = BACKOFF_START
@@ -490,6 +494,24 @@ class Hub:
         self._tail_known.set()
         log.info("stream tail at offset %d; filling the ring from %d", tail, begin)
         return begin
+
+    def _on_stream_reset(self, tail: int | None) -> StartAt:
+        """The stream was deleted and recreated: tell every live client and read it anew."""
+        log.warning(
+            "the stream's tail (%s) is behind offset %d: it was recreated; reading it anew",
+            tail,
+            self.position,
+        )
+        for sub in list(self._subscriptions):
+            if sub.mode is Mode.LIVE:
+                frame = encode_gateway_event(
+                    -1, MISSED, {"reason": "reset", "requested": sub.cursor, "first": 0}
+                )
+                sub.cursor = -1
+                sub._push_many([frame])
+        self._ring.clear()
+        self.position = self.tail_hint = -1
+        return "first"
 
     # -- the hot path ------------------------------------------------------------
 

@@ -196,6 +196,21 @@ def test_matching_examples() -> None:
             assert Pattern.parse(pattern).matches(topic) is expected, (pattern, topic)
 
 
+def test_matching_routing_keys_that_are_not_topics() -> None:
+    # An AMQP publisher may send these; RabbitMQ reads '' as no word and 'a..b' as an empty
+    # middle word (tests/integration/test_routing_rabbitmq.py checks this on the broker).
+    cases = {
+        "": {"#": True, "#.#": True, "*": False, "*.#": False, "a.#": False},
+        "a..b": {"a.*.b": True, "a.#.b": True, "a.b": False, "*.*.*": True},
+        "a.": {"a.*": True, "a": False, "a.#": True},
+        ".": {"*.*": True, "*": False, "#": True},
+        "a.*": {"a.*": True, "a.b": False, "*.*": True},
+    }
+    for key, patterns in cases.items():
+        for pattern, expected in patterns.items():
+            assert Pattern.parse(pattern).matches(key) is expected, (pattern, key)
+
+
 small_pattern_words = st.lists(st.sampled_from(["a", "b", "*", "#"]), min_size=1, max_size=6)
 small_topic_words = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=7)
 
@@ -205,6 +220,15 @@ small_topic_words = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_s
 def test_matches_agrees_with_reference(pattern: list[str], topic: list[str]) -> None:
     parsed = Pattern.parse(".".join(pattern))
     assert parsed.matches(".".join(topic)) == reference_match(tuple(pattern), tuple(topic))
+
+
+@FAST
+@given(small_pattern_words, st.lists(st.sampled_from(["a", "b", ""]), max_size=5))
+def test_matches_any_routing_key_like_reference(pattern: list[str], key_words: list[str]) -> None:
+    key = ".".join(key_words)
+    as_rabbitmq_splits = tuple(key.split(".")) if key else ()
+    parsed = Pattern.parse(".".join(pattern))
+    assert parsed.matches(key) == reference_match(tuple(pattern), as_rabbitmq_splits)
 
 
 TOPIC_WORD = "<the topic's word here>"

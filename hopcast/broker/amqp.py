@@ -228,6 +228,7 @@ class AmqpReader:
         self._purpose = purpose
         self._buffer: list[aiormq.abc.DeliveredMessage] = []
         self._arrived = asyncio.Event()
+        self._cancelled = False
         self._channel: aiormq.abc.AbstractChannel | None = None
 
     def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
@@ -235,11 +236,17 @@ class AmqpReader:
         self._buffer.append(message)
         self._arrived.set()
 
+    def _on_cancel(self, consumer_tag: str | None) -> None:
+        # The broker cancels a stream consumer when the stream is deleted.
+        self._cancelled = True
+        self._arrived.set()
+
     async def __aenter__(self) -> AmqpReader:
         broker = self._broker
         try:
             conn = await broker._connect()
             channel = self._channel = await conn.channel(publisher_confirms=False)
+            channel.on_consumer_cancel_callbacks.add(self._on_cancel)  # type: ignore[arg-type]
             await channel.basic_qos(prefetch_count=broker._settings.prefetch)
             await channel.basic_consume(
                 broker._settings.stream,
@@ -281,7 +288,8 @@ class AmqpReader:
                 finally:
                     waiter.cancel()
                 if not self._buffer:
-                    raise BrokerUnavailable(f"stream consumer ({self._purpose}) lost its channel")
+                    lost = "was cancelled (stream deleted?)" if self._cancelled else "lost its channel"
+                    raise BrokerUnavailable(f"stream consumer ({self._purpose}) {lost}")
             batch, self._buffer = self._buffer, []
             try:
                 await channel.basic_ack(batch[-1].delivery_tag or 0, multiple=True, wait=False)

@@ -286,3 +286,40 @@ async def test_health_ready_and_metrics(broker_kind: str, names: Names) -> None:
             metrics = (await http.get("/metrics")).text
         assert "hopcast_subscribers " in metrics
         assert "hopcast_ready 1.0" in metrics
+
+
+async def test_stream_recreated_under_a_running_gateway(broker_kind: str, names: Names) -> None:
+    async with serve_in_loop(settings_for(broker_kind, names)) as gw:
+        async with Listener(f"{gw.url}/events/z") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            await publish_raw(gw, broker_kind, names, [("z", b"%d" % i, None) for i in range(5)])
+            await sub.wait_for(5)
+            await _delete_stream(gw, broker_kind, names)
+            await wait_ready_again(gw)
+            await publish_raw(gw, broker_kind, names, [("z", b"new", None)])
+            events = await sub.wait_for(7)
+        assert events[5].event == "hopcast-missed"
+        assert json.loads(events[5].data)["reason"] == "reset"
+        assert (events[6].id, events[6].data) == ("0", "new")
+
+
+async def _delete_stream(gw: Gateway, kind: str, names: Names) -> None:
+    if kind == "memory":
+        broker = gw.hub.broker
+        assert isinstance(broker, MemoryBroker)
+        broker.reset()
+        return
+    import aiormq
+
+    from tests.support import AMQP_URL
+
+    conn = await aiormq.connect(AMQP_URL)
+    channel = await conn.channel()
+    await channel.queue_delete(names.stream)
+    await conn.close()
+
+
+async def wait_ready_again(gw: Gateway) -> None:
+    async with asyncio.timeout(30):
+        while not (gw.hub.ready and gw.hub.position == -1):
+            await asyncio.sleep(0.05)
