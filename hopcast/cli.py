@@ -14,50 +14,33 @@ from typing import Any
 
 import click
 
-from hopcast.config import Settings
+from hopcast.config import PREFIX, Settings
 from hopcast.errors import ConfigError
 
 log = logging.getLogger("hopcast")
 
 
-def _flag(name: str, type_: Any, help_: str, *, multiple: bool = False) -> Any:
-    env = "HOPCAST_" + name.replace("-", "_").upper()
-    return click.option(
-        f"--{name}",
-        type=type_,
-        multiple=multiple,
-        default=None if not multiple else (),
-        help=f"{help_} [env: {env}]",
-        show_default=False,
-    )
-
-
-_SERVE_FLAGS = [
-    _flag(
-        "broker",
-        str,
-        "broker URL; repeat for failover; memory:// for the embedded one",
-        multiple=True,
-    ),
-    _flag("host", str, "address to listen on (default 127.0.0.1)"),
-    _flag("port", int, "port (default 8080)"),
-    _flag("workers", int, "processes sharing the port (default 1)"),
-    _flag("exchange", str, "topic exchange (default hopcast)"),
-    _flag("stream", str, "stream queue (default hopcast.events)"),
-    _flag("stream-max-age", int, "stream retention, seconds (default 86400)"),
-    _flag("stream-max-bytes", int, "stream retention, bytes (default 1000000000)"),
-    _flag("stream-segment-bytes", int, "stream segment size, bytes (default 50000000)"),
-    _flag("heartbeat", float, "heartbeat on quiet streams, seconds (default 15)"),
-    _flag("retry", int, "reconnection delay sent to clients, milliseconds (default 3000)"),
-    _flag("queue-size", int, "events queued per subscriber before it is cut off (default 1000)"),
-    _flag("ring-size", int, "latest events kept in memory for resumes (default 10000)"),
-    _flag("max-event-bytes", int, "largest event body, bytes (default 1048576)"),
-    _flag("prefetch", int, "stream consumer prefetch (default 1000)"),
-    _flag("amqp-heartbeat", int, "AMQP heartbeat, seconds (default 10)"),
-    _flag("shutdown-grace", float, "seconds open streams get on shutdown (default 5)"),
-    _flag("memory-max-events", int, "retention of memory://, events (default 1000000)"),
-    _flag("log-level", str, "debug, info, warning or error (default info)"),
-]
+def _serve_flags() -> list[Any]:
+    """One click option per `Settings` field, help and default taken from the field."""
+    flags = []
+    for name, field in Settings.model_fields.items():
+        if name == "log_level":
+            kind: Any = click.Choice(["debug", "info", "warning", "error"])
+        else:
+            kind = {int: int, float: float}.get(type(field.default), str)
+        multiple = isinstance(field.default, tuple)
+        default = ",".join(field.default) if multiple else field.default
+        env = PREFIX + name.upper()
+        flags.append(
+            click.option(
+                "--" + name.replace("_", "-"),
+                type=kind,
+                multiple=multiple,
+                default=() if multiple else None,
+                help=f"{field.description} (default {default}) [env: {env}]",
+            )
+        )
+    return flags
 
 
 def _configure_logging(level: str) -> None:
@@ -75,7 +58,7 @@ def main() -> None:
 
 
 def _serve_command(func: Any) -> Any:
-    for flag in reversed(_SERVE_FLAGS):
+    for flag in reversed(_serve_flags()):
         func = flag(func)
     return func
 

@@ -203,3 +203,20 @@ async def _resume_raw(url: str, after: int) -> list[int]:
     finally:
         writer.close()
     return ids
+
+
+def test_the_quick_start_demo_shows_events_arriving() -> None:
+    from tests.support import free_port
+
+    env = {**_env(), "HOPCAST_BROKER": "memory://", "HOPCAST_PORT": str(free_port())}
+    proc = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--once"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("received id=") == 3
+    assert "event=order-paid" in proc.stdout
