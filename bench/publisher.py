@@ -157,10 +157,13 @@ async def _publish_http(plan: PublishPlan) -> PublishResult:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
+    # One connection per topic keeps each topic's events in publish order.
+    lane = {topic: i % len(pairs) for i, topic in enumerate(plan.topics)}
+
     async def send(batch: list[tuple[str, bytes]]) -> int:
         shares: list[list[bytes]] = [[] for _ in pairs]
-        for i, (topic, body) in enumerate(batch):
-            shares[i % len(pairs)].append(request(topic, body))
+        for topic, body in batch:
+            shares[lane[topic]].append(request(topic, body))
         counts = await asyncio.gather(
             *(_post_all(r, w, share) for (r, w), share in zip(pairs, shares, strict=True) if share)
         )

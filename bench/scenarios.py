@@ -121,8 +121,13 @@ def fanout(
     processes: int = 2,
     idle: float = 0.0,
     probe_stream: str | None = None,
+    drain: float | None = None,
 ) -> Step:
-    """Connect ``subscribers`` over ``topics``, publish ``rate`` events/s for ``seconds``."""
+    """Connect ``subscribers`` over ``topics``, publish ``rate`` events/s for ``seconds``.
+
+    After publishing, wait until every event arrived, or none came for a while, or
+    ``drain`` seconds passed (what has not arrived by then counts as lost).
+    """
     n = run.next_step()
     names = tuple(f"s{n}.t{k}" for k in range(topics))
     per_topic = max(1, subscribers // topics)
@@ -151,7 +156,8 @@ def fanout(
             step.errors.append(f"publisher: {sent.error}")
         wanted = Counter(config.topics)
         expected = sum(sent.per_topic.get(t, 0) * k for t, k in wanted.items())
-        fleet.wait_for(expected, quiet=run.quiet, limit=seconds * 2 + 30)
+        limit = drain if drain is not None else seconds * 4 + 30
+        fleet.wait_for(expected, quiet=run.quiet, limit=limit)
         after = target.usage()
         bare = probe.stop() if probe is not None else None
     finally:
@@ -222,6 +228,7 @@ def saturation(
             rate=deliveries / per_topic,
             seconds=seconds,
             probe_stream=probe_stream if deliveries == probe_at else None,
+            drain=seconds + 10,
         )
         steps.append(step)
         print(f"  {target.name}: {brief(step)}", flush=True)

@@ -23,7 +23,7 @@ from typing import Literal
 from hopcast.broker import Broker, Message, StartAt
 from hopcast.broker.memory import MemoryBroker
 from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable, SubscriptionClosed
+from hopcast.errors import BrokerUnavailable, SubscriptionClosed, UndecodableMessage
 from hopcast.sse import MISSED, encode_gateway_event, encode_message
 from hopcast.topics import HASH, STAR, Pattern
 
@@ -224,18 +224,31 @@ class _Node:
             node = self.children[word] = _Node()
         return node
 
-    def collect(self, words: Sequence[str], i: int, out: dict[Subscription, None]) -> None:
-        if self.hash is not None:
-            for k in range(i, len(words) + 1):
-                self.hash.collect(words, k, out)
-        if i == len(words):
-            out.update(self.subs)
-            return
-        child = self.children.get(words[i])
-        if child is not None:
-            child.collect(words, i + 1, out)
-        if self.star is not None:
-            self.star.collect(words, i + 1, out)
+    def collect(self, words: Sequence[str], out: dict[Subscription, None]) -> None:
+        """Gather the subscriptions of every pattern below this node that matches ``words``.
+
+        Each (node, position) pair is visited once, so nested ``#`` cost
+        nodes times words, not an exponential number of splits.
+        """
+        end = len(words)
+        seen: set[tuple[int, int]] = set()
+        todo: list[tuple[_Node, int]] = [(self, 0)]
+        while todo:
+            node, i = todo.pop()
+            key = (id(node), i)
+            if key in seen:
+                continue
+            seen.add(key)
+            if node.hash is not None:
+                todo.extend((node.hash, k) for k in range(i, end + 1))
+            if i == end:
+                out.update(node.subs)
+                continue
+            child = node.children.get(words[i])
+            if child is not None:
+                todo.append((child, i + 1))
+            if node.star is not None:
+                todo.append((node.star, i + 1))
 
 
 class PatternTrie:
@@ -278,7 +291,7 @@ class PatternTrie:
         found = self._cache.get(topic)
         if found is None:
             out: dict[Subscription, None] = {}
-            self._root.collect(topic.split("."), 0, out)
+            self._root.collect(topic.split(".") if topic else (), out)
             found = self._cache[topic] = tuple(out)
             if len(self._cache) > 100_000:
                 self._cache.clear()
@@ -316,16 +329,26 @@ class _CatchUp:
         hub = self.hub
         await asyncio.sleep(CATCHUP_GATHER)
         delay = BACKOFF_START
+        skip = 0
         hub.stats.catchup_readers += 1
         try:
             while self.members:
-                start: StartAt = self.start if self.position is None else self.position + 1
+                start: StartAt = self.start if self.position is None else self.position + 1 + skip
                 try:
                     async with hub.broker.read(start, purpose="catch-up") as reader:
                         async for batch in reader:
+                            if skip and self.position is not None:
+                                _log_skipped(self.position, batch[0].offset)
+                            skip = 0
                             if await self._feed(batch):
                                 return
                             delay = BACKOFF_START
+                except UndecodableMessage as exc:
+                    if self.position is None:
+                        # the very first message is undecodable: step over it from the start
+                        self.position = self.start - 1 if isinstance(self.start, int) else None
+                    skip += 1
+                    log.warning("catch-up reader: %s; stepping over it", exc)
                 except BrokerUnavailable as exc:
                     log.warning("catch-up reader: %s; retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
@@ -452,23 +475,26 @@ class Hub:
     async def _run_reader(self) -> None:
         delay = BACKOFF_START
         start: StartAt | None = None
+        skip = 0
         while True:
             try:
                 await self.broker.start()  # idempotent; recreates a deleted stream
                 if start is None:
                     start = await self._learn_tail()
-                elif self.position >= 0:
-                    tail = await self.broker.tail()
-                    if tail is None or tail < self.position:
-                        start = self._on_stream_reset(tail)
+                elif not skip:
+                    start = await self._check_reset(start)
                 async with self.broker.read(start, purpose="live") as reader:
                     self.reader_running = True
                     delay = BACKOFF_START
-                    async for batch in reader:
-                        for i in range(0, len(batch), DISPATCH_SLICE):
-                            self._dispatch(batch[i : i + DISPATCH_SLICE])
-                            if len(batch) > DISPATCH_SLICE:
-                                await asyncio.sleep(0)  # let writers drain between slices
+                    try:
+                        async for batch in reader:
+                            if skip:
+                                _log_skipped(self.position, batch[0].offset)
+                                skip = 0
+                            await self._dispatch_sliced(batch)
+                    except UndecodableMessage as exc:
+                        skip += 1
+                        log.warning("stream reader: %s; stepping over it", exc)
             except BrokerUnavailable as exc:
                 log.warning("stream reader: %s; reconnecting in %.1f s", exc, delay)
             finally:
@@ -477,7 +503,25 @@ class Hub:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(BACKOFF_MAX, delay * 2)
             if start is not None:
-                start = self.position + 1
+                start = self.position + 1 + skip
+
+    async def _dispatch_sliced(self, batch: Sequence[Message]) -> None:
+        for i in range(0, len(batch), DISPATCH_SLICE):
+            self._dispatch(batch[i : i + DISPATCH_SLICE])
+            if len(batch) > DISPATCH_SLICE:
+                await asyncio.sleep(0)  # let writers drain between slices
+
+    async def _check_reset(self, start: StartAt) -> StartAt:
+        """After a reconnect: a tail behind our position means the stream was recreated."""
+        if self.position < 0:
+            return start
+        try:
+            tail = await self.broker.tail()
+        except UndecodableMessage:
+            return start  # cannot tell; a recreated stream holds no such message yet
+        if tail is None or tail < self.position:
+            return self._on_stream_reset(tail)
+        return start
 
     async def _learn_tail(self) -> StartAt:
         tail = await self.broker.tail()
@@ -607,6 +651,15 @@ class Hub:
         self._subscriptions.discard(sub)
         if sub.mode is Mode.LIVE:
             self._trie.remove(sub)
+
+
+def _log_skipped(position: int, first: int) -> None:
+    if first > position + 1:
+        log.error(
+            "offsets %d-%d could not be decoded by the AMQP client and were skipped",
+            position + 1,
+            first - 1,
+        )
 
 
 def _offset_of(event: Event) -> int:

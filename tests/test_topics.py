@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Sequence
 from functools import cache
 
@@ -253,7 +252,8 @@ def test_matches_agrees_with_reference_on_real_words(pattern: list[str], topic: 
 
 def test_matching_is_linear_not_backtracking() -> None:
     # A pattern of many '#' against a long topic that ends wrong: a backtracking matcher
-    # tries every way of sharing the words among the '#'s and stalls the dispatcher.
+    # tries every way of sharing the words among the '#'s and stalls the dispatcher
+    # (the last case would not end); the suite's timeout catches a relapse.
     cases = [
         (".".join(["#"] * 10 + ["x"]), ".".join(["a"] * 30 + ["y"])),
         (".".join(["#", "a"] * 20 + ["x"]), ".".join(["a"] * 60 + ["y"])),
@@ -261,10 +261,8 @@ def test_matching_is_linear_not_backtracking() -> None:
     ]
     for pattern, topic in cases:
         parsed = Pattern.parse(pattern)
-        started = time.perf_counter()
         assert not parsed.matches(topic)
         assert parsed.matches(topic[:-1] + "x")
-        assert time.perf_counter() - started < 1.0, pattern
 
 
 # Containment

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -24,7 +23,7 @@ from pamqp import commands as spec
 
 from hopcast.broker import Message, StartAt
 from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable, PublishNotConfirmed
+from hopcast.errors import BrokerUnavailable, PublishNotConfirmed, UndecodableMessage
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +42,7 @@ CONNECT_TIMEOUT = 5.0
 TAIL_FIRST_WAIT = 0.5
 TAIL_IDLE_WAIT = 0.1
 BACKOFF_MAX = 5.0
+MAX_TAIL_SKIPS = 100
 
 
 def _safe_url(url: str) -> str:
@@ -59,6 +59,14 @@ def _with_defaults(url: str, settings: Settings) -> str:
     query = dict(parse_qsl(parts.query))
     query.setdefault("heartbeat", str(settings.amqp_heartbeat))
     query.setdefault("name", f"hopcast {settings.stream} pid {os.getpid()}")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _named(url: str, purpose: str) -> str:
+    """The URL with the connection's purpose added to its name."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["name"] = f"{query.get('name', 'hopcast')} {purpose}"
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -143,31 +151,40 @@ class AmqpBroker:
             raise BrokerUnavailable(f"declaring the topology failed: {exc!r}") from exc
 
     async def _connect(self) -> aiormq.abc.AbstractConnection:
-        """The live connection, opening one (trying each URL in turn) when there is none."""
-        if self._closed:
-            raise BrokerUnavailable("the broker is closed")
+        """The shared connection (declaring, publishing), opened when there is none."""
         conn = self._connection
         if conn is not None and not conn.is_closed:
             return conn
         async with self._lock:
             conn = self._connection
-            if conn is not None and not conn.is_closed:
-                return conn
-            errors = []
-            for _ in range(len(self._urls)):
-                url = self._urls[self._url_index]
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        conn = await aiormq.connect(url)
-                except CONNECTION_ERRORS as exc:
-                    errors.append(f"{_safe_url(url)}: {exc!r}")
-                    self._url_index = (self._url_index + 1) % len(self._urls)
-                    continue
-                log.info("connected to %s", _safe_url(url))
-                self._connection = conn
+            if conn is None or conn.is_closed:
+                conn = self._connection = await self._open("publish")
                 self._publish_channel = None
-                return conn
-            raise BrokerUnavailable("; ".join(errors))
+            return conn
+
+    async def _open(self, purpose: str) -> aiormq.abc.AbstractConnection:
+        """A new connection, trying each broker URL in turn from the last one that worked.
+
+        Every reader has a connection of its own: the AMQP client drops a whole
+        connection on a frame it cannot parse, and that must break only the
+        read that met it.
+        """
+        if self._closed:
+            raise BrokerUnavailable("the broker is closed")
+        errors = []
+        for _ in range(len(self._urls)):
+            url = self._urls[self._url_index]
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    conn = await aiormq.connect(_named(url, purpose))
+            except CONNECTION_ERRORS as exc:
+                errors.append(f"{_safe_url(url)}: {exc!r}")
+                self._url_index = (self._url_index + 1) % len(self._urls)
+                continue
+            level = logging.DEBUG if purpose in ("tail", "catch-up") else logging.INFO
+            log.log(level, "connected to %s (%s)", _safe_url(url), purpose)
+            return conn
+        raise BrokerUnavailable("; ".join(errors))
 
     async def publish(self, topic: str, body: bytes, event: str | None) -> None:
         try:
@@ -194,9 +211,28 @@ class AmqpBroker:
         return AmqpReader(self, start, purpose)
 
     async def tail(self) -> int | None:
-        """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
+        """Learn the last offset by reading from ``last`` (the start of the last chunk).
+
+        A message the AMQP client cannot parse breaks the read; when an offset
+        before it is known, the read goes on past it.
+        """
         last: int | None = None
-        reader = AmqpReader(self, "last", "tail")
+        start: StartAt | Literal["last"] = "last"
+        for _ in range(MAX_TAIL_SKIPS):
+            try:
+                return await self._read_to_idle(start, last)
+            except _PartialTail as partial:
+                if partial.last is None:
+                    raise UndecodableMessage(
+                        "the stream's last chunk starts with a message the AMQP client "
+                        "cannot parse; its tail is unknown until the next publish"
+                    ) from None
+                last = partial.last
+                start = last + 2
+        return last
+
+    async def _read_to_idle(self, start: StartAt | Literal["last"], last: int | None) -> int | None:
+        reader = AmqpReader(self, start, "tail")
         async with reader:
             batches = reader.__aiter__()
             wait = TAIL_FIRST_WAIT
@@ -206,6 +242,8 @@ class AmqpBroker:
                         batch = await anext(batches)
                 except TimeoutError:
                     return last
+                except UndecodableMessage:
+                    raise _PartialTail(last) from None
                 last = batch[-1].offset
                 wait = TAIL_IDLE_WAIT
 
@@ -230,6 +268,7 @@ class AmqpReader:
         self._arrived = asyncio.Event()
         self._cancelled = False
         self._channel: aiormq.abc.AbstractChannel | None = None
+        self._connection: aiormq.abc.AbstractConnection | None = None
 
     def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
         # Runs as its own task in aiormq: append before any await keeps the order.
@@ -244,7 +283,7 @@ class AmqpReader:
     async def __aenter__(self) -> AmqpReader:
         broker = self._broker
         try:
-            conn = await broker._connect()
+            conn = self._connection = await broker._open(self._purpose)
             channel = self._channel = await conn.channel(publisher_confirms=False)
             channel.on_consumer_cancel_callbacks.add(self._on_cancel)  # type: ignore[arg-type]
             await channel.basic_qos(prefetch_count=broker._settings.prefetch)
@@ -267,12 +306,20 @@ class AmqpReader:
         await self._close_channel()
 
     async def _close_channel(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None and not channel.is_closed:
+        conn, self._connection = self._connection, None
+        self._channel = None
+        if conn is not None and not conn.is_closed:
             try:
-                await asyncio.wait_for(channel.close(), 2)
+                await asyncio.wait_for(conn.close(), 2)
             except CONNECTION_ERRORS:
-                log.debug("closing a consumer channel failed", exc_info=True)
+                log.debug("closing a reader's connection failed", exc_info=True)
+
+    def _raise_for_close(self, closing: asyncio.Future[Any]) -> None:
+        reason = closing.exception() if closing.done() and not closing.cancelled() else None
+        if isinstance(reason, aiormq.exceptions.InvalidFrameError):
+            raise UndecodableMessage(f"stream consumer ({self._purpose}): {reason}")
+        lost = "was cancelled (stream deleted?)" if self._cancelled else "lost its channel"
+        raise BrokerUnavailable(f"stream consumer ({self._purpose}) {lost}")
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
         channel = self._channel
@@ -288,8 +335,7 @@ class AmqpReader:
                 finally:
                     waiter.cancel()
                 if not self._buffer:
-                    lost = "was cancelled (stream deleted?)" if self._cancelled else "lost its channel"
-                    raise BrokerUnavailable(f"stream consumer ({self._purpose}) {lost}")
+                    self._raise_for_close(closing)
             batch, self._buffer = self._buffer, []
             try:
                 await channel.basic_ack(batch[-1].delivery_tag or 0, multiple=True, wait=False)
@@ -298,6 +344,7 @@ class AmqpReader:
             yield [to_message(m) for m in batch]
 
 
-def jitter(delay: float) -> float:
-    """A delay spread by ±20 %, so that many processes do not retry in step."""
-    return delay * random.uniform(0.8, 1.2)
+class _PartialTail(Exception):
+    def __init__(self, last: int | None) -> None:
+        super().__init__(last)
+        self.last = last

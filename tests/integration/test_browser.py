@@ -76,7 +76,9 @@ async def test_eventsource_resumes_after_a_cut_without_loss_or_repeat(
         _cut_everyone(gw)  # the stream ends; the browser reconnects with Last-Event-ID
         await publish_raw(gw, broker_kind, names, [("b.2", b"%d" % i, None) for i in range(5, 10)])
         await _wait(page, "window.opens === 2")
-        await publish_raw(gw, broker_kind, names, [("b.1", b"%d" % i, "tick") for i in range(10, 12)])
+        await publish_raw(
+            gw, broker_kind, names, [("b.1", b"%d" % i, "tick") for i in range(10, 12)]
+        )
         got = await _wait(page, "window.got.length === 12 && window.got")
         await asyncio.sleep(0.5)
         got = await page.evaluate("window.got")

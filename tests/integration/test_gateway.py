@@ -323,3 +323,35 @@ async def wait_ready_again(gw: Gateway) -> None:
     async with asyncio.timeout(30):
         while not (gw.hub.ready and gw.hub.position == -1):
             await asyncio.sleep(0.05)
+
+
+async def test_a_message_the_amqp_client_cannot_parse_is_stepped_over(
+    rabbitmq: None, names: Names
+) -> None:
+    """A non-UTF-8 ``type`` makes the AMQP client drop its connection; nobody gets stuck."""
+    import pika
+
+    async with serve_in_loop(settings_for("amqp", names, ring_size=1)) as gw:
+        async with Listener(f"{gw.url}/events/p") as live:
+            await live.wait_until(lambda s: s.last_id is not None)
+
+            def publish_poison() -> None:
+                conn = pika.BlockingConnection()
+                channel = conn.channel()
+                channel.basic_publish(names.exchange, "p", b"before")
+                props = pika.BasicProperties(type=b"\xff\xfe")
+                channel.basic_publish(names.exchange, "p", b"poison", props)
+                channel.basic_publish(names.exchange, "p", b"after")
+                conn.close()
+
+            await asyncio.to_thread(publish_poison)
+            await live.wait_for(2)
+            await publish_raw(gw, "amqp", names, [("p", b"later", None)])
+            await live.wait_for(3)
+        assert live.data() == ["before", "after", "later"]
+        # a resume from before it, served by a catch-up reader, steps over it too
+        first = int(live.events[0].id)
+        async with Listener(f"{gw.url}/events/p", {"Last-Event-ID": str(first - 1)}) as back:
+            await back.wait_for(3)
+        assert back.data() == ["before", "after", "later"]
+        assert gw.hub.ready
