@@ -63,8 +63,10 @@ def summarize(path: Path, top: int = TOP) -> dict[str, list[tuple[str, float]]]:
             continue
         count = int(count_text)
         frames = [_short(f) for f in stack.split(";")]
-        # The first frame is the process or thread; skip it.
-        frames = frames[1:] or frames
+        # The first frame names the process (or thread): skip it.
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
         total += count
         own[frames[-1]] += count
         for name in set(frames):

@@ -280,7 +280,7 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(to_json(payload), indent=2) + "\n")
 
 
-def write_chart(path: Path, results: dict[str, Any]) -> bool:
+def write_chart(path: Path, results: dict[str, Any], title: str) -> bool:
     """Deliveries/s and p99 latency against offered load, one line per server."""
     ladders: dict[str, list[Step]] = dict(results.get("saturation", {}))
     for step in results.get("standard", []):
@@ -307,7 +307,7 @@ def write_chart(path: Path, results: dict[str, Any]) -> bool:
     most = max(s.offered_deliveries_per_s for steps in ladders.values() for s in steps) / 1000
     top.plot([0, most], [0, most], color="grey", linestyle=":", label="offered")
     top.set_ylabel("deliveries/s delivered (thousands)")
-    top.set_title("Fan-out: 1,000 subscribers over 10 topics, ~100-byte events")
+    top.set_title(title)
     top.legend(loc="upper left", fontsize="small")
     top.grid(alpha=0.3)
     bottom.axhline(100, color="red", linestyle="--", linewidth=1, label="100 ms")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -157,11 +158,7 @@ def standard(run: Run, sizes: Sizes, targets: list[str], profile_to: Path | None
 
 def profile_under_load(run: Run, sizes: Sizes, target: Target, out: Path) -> None:
     """The standard load once more, with py-spy sampling the gateway (not measured)."""
-    spy = profile.start(target.pid, sizes.profile_seconds, out)
-    if spy is None:
-        print("  py-spy is missing: no profile", flush=True)
-        return
-    time.sleep(0.5)
+    spies: list[subprocess.Popen[bytes] | None] = []
     fanout(
         run,
         target,
@@ -170,7 +167,12 @@ def profile_under_load(run: Run, sizes: Sizes, target: Target, out: Path) -> Non
         topics=sizes.topics,
         rate=sizes.rate,
         seconds=sizes.profile_seconds,
+        on_publish=lambda: spies.append(profile.start(target.pid, sizes.profile_seconds, out)),
     )
+    spy = spies[0] if spies else None
+    if spy is None:
+        print("  py-spy is missing: no profile", flush=True)
+        return
     spy.wait(60)
     if out.exists():
         print(profile.render(profile.summarize(out)), flush=True)
@@ -330,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(RESULTS / f"{stamp}.json", payload)
     write_json(RESULTS / "latest.json", payload)
     chart = RESULTS / f"{stamp}.png" if args.smoke else CHART
-    if write_chart(chart, results):
+    title = (
+        f"Fan-out: {sizes.subscribers:,} subscribers over {sizes.topics} topics, 100-byte events"
+    )
+    if write_chart(chart, results, title):
         print(f"\nchart: {chart.relative_to(ROOT)}")
     print(f"results: {(RESULTS / f'{stamp}.json').relative_to(ROOT)}")
     if args.smoke:

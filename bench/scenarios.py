@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.loadgen import FleetConfig, FleetResult, SubscriberFleet, spread
@@ -122,11 +123,13 @@ def fanout(
     idle: float = 0.0,
     probe_stream: str | None = None,
     drain: float | None = None,
+    on_publish: Callable[[], object] | None = None,
 ) -> Step:
     """Connect ``subscribers`` over ``topics``, publish ``rate`` events/s for ``seconds``.
 
     After publishing, wait until every event arrived, or none came for a while, or
     ``drain`` seconds passed (what has not arrived by then counts as lost).
+    ``on_publish`` is called once everyone is connected, just before publishing.
     """
     n = run.next_step()
     names = tuple(f"s{n}.t{k}" for k in range(topics))
@@ -150,6 +153,8 @@ def fanout(
         time.sleep(SETTLE + idle)
         idle_usage = target.usage()
         probe = LatencyProbe(run.broker.url, probe_stream).start() if probe_stream else None
+        if on_publish is not None:
+            on_publish()
         published = Publisher(_plan(target, run.broker, names, rate, count)).start()
         sent = published.result(seconds * 3 + 60)
         if sent.error:

@@ -220,3 +220,32 @@ def test_the_quick_start_demo_shows_events_arriving() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("received id=") == 3
     assert "event=order-paid" in proc.stdout
+
+
+async def test_sigterm_ends_streams_with_a_spread_retry_and_stops(names: Names) -> None:
+    import signal
+
+    env = {**names.env(), "HOPCAST_RETRY": "1000", "HOPCAST_SHUTDOWN_GRACE": "3"}
+    with child_gateway(env) as gw:
+        await wait_ready(gw.url)
+        listeners = [Listener(f"{gw.url}/events/t") for _ in range(5)]
+        for sub in listeners:
+            await sub.__aenter__()
+        for sub in listeners:
+            await sub.wait_until(lambda s: s.last_id is not None)
+        started = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        for sub in listeners:
+            await asyncio.wait_for(sub.ended.wait(), 30)
+        code = await asyncio.to_thread(gw.proc.wait, 30)
+        stopped_in = time.monotonic() - started
+        retries = set()
+        for sub in listeners:
+            tail = bytes(sub.raw).rsplit(b"retry: ", 1)
+            assert len(tail) == 2, sub.raw
+            retries.add(int(tail[1].split(b"\n", 1)[0]))
+            await sub.close()
+        assert all(1000 <= r <= 3000 for r in retries)
+        assert len(retries) > 1  # spread, so clients do not all come back at once
+        assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
+        assert stopped_in < 30

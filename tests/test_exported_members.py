@@ -1,0 +1,28 @@
+"""The package's public surface is explicit and sorted."""
+
+from __future__ import annotations
+
+import hopcast
+
+
+def test_all_is_sorted_and_complete() -> None:
+    exported = hopcast.__all__
+    assert exported == sorted(exported)
+    for name in exported:
+        assert getattr(hopcast, name) is not None
+    public = {n for n in dir(hopcast) if not n.startswith("_")}
+    modules = {
+        "app",
+        "auth",
+        "broker",
+        "cli",
+        "client",
+        "config",
+        "errors",
+        "hub",
+        "metrics",
+        "server",
+        "sse",
+        "topics",
+    }
+    assert public - modules == set(exported)
