@@ -233,12 +233,10 @@ async def test_sigterm_ends_streams_with_a_spread_retry_and_stops(names: Names) 
             await sub.__aenter__()
         for sub in listeners:
             await sub.wait_until(lambda s: s.last_id is not None)
-        started = time.monotonic()
         gw.proc.send_signal(signal.SIGTERM)
         for sub in listeners:
             await asyncio.wait_for(sub.ended.wait(), 30)
         code = await asyncio.to_thread(gw.proc.wait, 30)
-        stopped_in = time.monotonic() - started
         retries = set()
         for sub in listeners:
             tail = bytes(sub.raw).rsplit(b"retry: ", 1)
@@ -248,4 +246,3 @@ async def test_sigterm_ends_streams_with_a_spread_retry_and_stops(names: Names) 
         assert all(1000 <= r <= 3000 for r in retries)
         assert len(retries) > 1  # spread, so clients do not all come back at once
         assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once done
-        assert stopped_in < 30
