@@ -24,7 +24,7 @@ import aiormq
 import aiormq.abc
 import uvloop
 
-from bench.loadgen import HIST_SIZE, Histogram
+from bench.loadgen import HIST_SIZE, Histogram, bucket_of
 
 PREFETCH = 1000
 """Prefetch of every consumer here: the gateway's default, so the comparison is like for like."""
@@ -72,7 +72,6 @@ class ProbeResult:
 
 async def _probe(url: str, stream: str, link: multiprocessing.connection.Connection) -> ProbeResult:
     hist = [0] * HIST_SIZE
-    top = HIST_SIZE - 1
     state = {"received": 0, "max": 0.0}
     connection = await aiormq.connect(url)
     try:
@@ -85,8 +84,7 @@ async def _probe(url: str, stream: str, link: multiprocessing.connection.Connect
             if found is not None:
                 lat = now - float(found.group(1))
                 state["max"] = max(state["max"], lat)
-                i = int(lat * 10_000)
-                hist[i if i < top else top if i > 0 else 0] += 1
+                hist[bucket_of(int(lat * 10_000))] += 1
                 state["received"] += 1
             await channel.basic_ack(message.delivery_tag or 0, wait=False)
 

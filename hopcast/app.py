@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from hopcast.auth import Authorizer, Forbidden, Principal, Unauthorized
 from hopcast.broker import Broker, broker_from_settings
 from hopcast.config import Settings
 from hopcast.errors import (
@@ -29,13 +34,27 @@ from hopcast.errors import (
     SubscriptionClosed,
 )
 from hopcast.hub import Hub, Since, Subscription
+from hopcast.limits import (
+    Admission,
+    RateLimiter,
+    RequestSizeLimit,
+    client_address,
+    parse_networks,
+    retry_after,
+)
 from hopcast.metrics import render_metrics
-from hopcast.sse import check_event_name, encode_heartbeat, encode_preamble, encode_retry
+from hopcast.sse import (
+    TOKEN_EXPIRED,
+    check_event_name,
+    encode_gateway_event,
+    encode_heartbeat,
+    encode_preamble,
+    encode_retry,
+)
 from hopcast.topics import Pattern, parse_topic
 
 log = logging.getLogger(__name__)
 
-MAX_PATTERNS = 32
 MAX_OFFSET = 2**63 - 1
 SEND_TIMEOUT = 30.0
 """Seconds one write may wait on a client's full socket before the client is cut off."""
@@ -88,14 +107,18 @@ def parse_since(text: str) -> Since:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _patterns(request: Request) -> list[Pattern]:
+def _patterns(request: Request, settings: Settings) -> list[Pattern]:
     path = request.path_params.get("topic")
     texts = [path] if path is not None else request.query_params.getlist("topic")
     if not texts:
         raise InvalidInput("name a topic: /events/{topic} or /events?topic=…")
-    if len(texts) > MAX_PATTERNS:
-        raise InvalidInput(f"at most {MAX_PATTERNS} patterns per subscription")
-    return list(dict.fromkeys(Pattern.parse(t) for t in texts))
+    if len(texts) > settings.max_patterns:
+        raise InvalidInput(f"at most {settings.max_patterns} patterns per subscription")
+    patterns = list(dict.fromkeys(Pattern.parse(t) for t in texts))
+    for pattern in patterns:
+        if len(pattern.words) > settings.max_pattern_depth:
+            raise InvalidInput(f"a pattern has at most {settings.max_pattern_depth} words")
+    return patterns
 
 
 def _resume_point(request: Request) -> tuple[int | None, Since | None]:
@@ -114,10 +137,20 @@ def _resume_point(request: Request) -> tuple[int | None, Since | None]:
 class EventStreamResponse(Response):
     """Streams a subscription as text/event-stream; one task owns all the writes."""
 
-    def __init__(self, hub: Hub, sub: Subscription, settings: Settings) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        sub: Subscription,
+        settings: Settings,
+        *,
+        expires_at: datetime | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> None:
         self.hub = hub
         self.sub = sub
         self.settings = settings
+        self.expires_at = expires_at.timestamp() if expires_at is not None else None
+        self.on_done = on_done
         self.status_code = 200
         self.background = None
 
@@ -142,13 +175,25 @@ class EventStreamResponse(Response):
         finally:
             watcher.cancel()
             sub.close("done")
+            if self.on_done is not None:
+                self.on_done()
 
     async def _stream(self, send: Send) -> None:
         sub = self.sub
         heartbeat = self.settings.heartbeat
+        expires_at = self.expires_at
         while True:
-            chunk = await sub.next_chunk(heartbeat)
+            wait = heartbeat
+            if expires_at is not None:
+                left = expires_at - time.time()
+                if left <= 0:
+                    await self._write(send, _token_expired())
+                    raise SubscriptionClosed("token-expired")
+                wait = min(wait, left)
+            chunk = await sub.next_chunk(wait)
             if chunk is None:
+                if expires_at is not None and expires_at - time.time() <= 0:
+                    continue
                 chunk = encode_heartbeat(sub.safe_offset)
             await self._write(send, chunk)
 
@@ -177,15 +222,53 @@ class EventStreamResponse(Response):
                 return
 
 
+def _token_expired() -> bytes:
+    # No id: the client's resume point stays at the last event it really got.
+    frame = encode_gateway_event(0, TOKEN_EXPIRED, {"reason": "token-expired"})
+    return frame.split(b"\n", 1)[1]
+
+
+class ComeBackLater(Response):
+    """200 with a spread-out ``retry:`` hint, then the end: an EventSource retries after it.
+
+    A non-200 answer would make a browser give up for good (WHATWG: "fail the
+    connection"), so "over capacity" and "shutting down" are said this way.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, retry_ms: int, reason: str) -> None:
+        spread = int(retry_ms * random.uniform(1.0, 3.0))
+        body = encode_retry(spread) + f": {reason}\n\n".encode()
+        super().__init__(body, 200, headers={"Cache-Control": "no-cache"})
+
+
+def _state(request: Request) -> tuple[Hub, Settings, Authorizer]:
+    state = request.app.state
+    return state.hub, state.settings, state.auth
+
+
+def _token(request: Request, auth: Authorizer) -> str | None:
+    return auth.token_from(request.headers, request.cookies, request.query_params)
+
+
 async def subscribe(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    settings: Settings = request.app.state.settings
-    patterns = _patterns(request)
+    hub, settings, auth = _state(request)
+    patterns = _patterns(request, settings)
     after, since = _resume_point(request)
-    sub = hub.subscribe(patterns, after=after, since=since)
+    principal = auth.authorize_subscribe(_token(request, auth), patterns)
+    admission: Admission = request.app.state.admission
+    address = client_address(request.scope, request.app.state.trusted)
     if hub.shutting_down:
-        sub.close("shutdown")
-    return EventStreamResponse(hub, sub, settings)
+        return ComeBackLater(settings.retry, "shutting down")
+    if not admission.admit(address):
+        hub.stats.refused_connections += 1
+        return ComeBackLater(settings.retry, "over capacity")
+    sub = hub.subscribe(patterns, after=after, since=since)
+    expires_at = principal.expires_at if principal is not None else None
+    return EventStreamResponse(
+        hub, sub, settings, expires_at=expires_at, on_done=lambda: admission.release(address)
+    )
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -205,13 +288,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _rate_key(request: Request, principal: Principal | None, token: str | None) -> str:
+    if principal is not None and principal.subject:
+        return "sub:" + principal.subject
+    if token is not None:
+        return "tok:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+    return "addr:" + client_address(request.scope, request.app.state.trusted)
+
+
 async def publish(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
-    settings: Settings = request.app.state.settings
+    hub, settings, auth = _state(request)
     topic = parse_topic(request.path_params["topic"])
     event = request.query_params.get("event")
     if event is not None:
         check_event_name(event)
+    token = _token(request, auth)
+    principal = auth.authorize_publish(token, topic)
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.check(_rate_key(request, principal, token))
+    if wait > 0:
+        return problem(
+            429,
+            "Too many requests",
+            f"publish rate above {settings.publish_rate:g}/s; retry later",
+            headers={"Retry-After": retry_after(wait)},
+        )
     body = await _read_body(request, settings.max_event_bytes)
     try:
         body.decode("utf-8")
@@ -221,12 +322,11 @@ async def publish(request: Request) -> Response:
         await hub.broker.publish(topic, body, event)
     except BrokerUnavailable as exc:
         log.warning("publish to %s refused: %s", topic, exc)
-        retry_after = str(max(1, round(settings.retry / 1000)))
         return problem(
             503,
             "Broker unavailable",
             "the broker did not confirm the event; nothing was published, try again",
-            headers={"Retry-After": retry_after},
+            headers={"Retry-After": retry_after(settings.retry / 1000)},
         )
     return JSONResponse({"topic": topic, "event": event, "size": len(body)}, 202)
 
@@ -257,6 +357,20 @@ async def _on_invalid(request: Request, exc: Exception) -> Response:
     return problem(400, "Bad request", str(exc))
 
 
+async def _on_unauthorized(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, Unauthorized):  # pragma: no cover - registered for Unauthorized
+        raise exc
+    headers = {"WWW-Authenticate": exc.www_authenticate}
+    title = "Unauthorized" if exc.status == 401 else "Bad request"
+    return problem(exc.status, title, exc.description, headers=headers)
+
+
+async def _on_forbidden(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, Forbidden):  # pragma: no cover - registered for Forbidden
+        raise exc
+    return problem(403, "Forbidden", str(exc), headers={"WWW-Authenticate": exc.www_authenticate})
+
+
 async def _on_http(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
         raise exc
@@ -273,12 +387,14 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     '/events'
     """
     the_broker = broker if broker is not None else broker_from_settings(settings)
+    auth = Authorizer.from_settings(settings.auth_settings())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not auth.enabled:
+            log.warning("--auth none: anyone may subscribe to and publish on every topic")
         hub = Hub(the_broker, settings)
         app.state.hub = hub
-        app.state.settings = settings
         async with hub:
             yield
         await the_broker.aclose()
@@ -291,8 +407,41 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
-    return Starlette(
+    middleware = [
+        Middleware(
+            RequestSizeLimit,
+            max_url_bytes=settings.max_url_bytes,
+            max_header_bytes=settings.max_header_bytes,
+        )
+    ]
+    if settings.cors_origin:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origin),
+                allow_credentials=True,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+                max_age=600,
+            )
+        )
+    app = Starlette(
         routes=list(routes),
         lifespan=lifespan,
-        exception_handlers={InvalidInput: _on_invalid, HTTPException: _on_http},
+        middleware=middleware,
+        exception_handlers={
+            InvalidInput: _on_invalid,
+            HTTPException: _on_http,
+            Unauthorized: _on_unauthorized,
+            Forbidden: _on_forbidden,
+        },
     )
+    app.state.settings = settings
+    app.state.auth = auth
+    app.state.admission = Admission(
+        max_total=settings.max_connections,
+        max_per_address=settings.max_connections_per_address,
+    )
+    app.state.limiter = RateLimiter(rate=settings.publish_rate, burst=settings.publish_burst)
+    app.state.trusted = parse_networks(settings.trusted_proxy)
+    return app

@@ -24,20 +24,28 @@ def _serve_flags() -> list[Any]:
     """One click option per `Settings` field, help and default taken from the field."""
     flags = []
     for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = PREFIX + name.upper()
+        if isinstance(field.default, bool):
+            help_ = f"{field.description} [env: {env}]"
+            flags.append(click.option(flag, is_flag=True, default=None, help=help_))
+            continue
         if name == "log_level":
             kind: Any = click.Choice(["debug", "info", "warning", "error"])
+        elif name == "auth":
+            kind = click.Choice(["none", "jwt"])
         else:
             kind = {int: int, float: float}.get(type(field.default), str)
         multiple = isinstance(field.default, tuple)
         default = ",".join(field.default) if multiple else field.default
-        env = PREFIX + name.upper()
+        shown = "" if default in (None, "") else f" (default {default})"
         flags.append(
             click.option(
-                "--" + name.replace("_", "-"),
+                flag,
                 type=kind,
                 multiple=multiple,
                 default=() if multiple else None,
-                help=f"{field.description} (default {default}) [env: {env}]",
+                help=f"{field.description}{shown} [env: {env}]",
             )
         )
     return flags
@@ -67,7 +75,9 @@ def _serve_command(func: Any) -> Any:
 @_serve_command
 def serve(**flags: Any) -> None:
     """Run the gateway."""
-    flags["broker"] = tuple(flags["broker"]) or None
+    for name, value in flags.items():
+        if isinstance(value, tuple):
+            flags[name] = value or None
     try:
         settings = Settings.from_env(os.environ, **flags)
     except ConfigError as exc:

@@ -9,11 +9,13 @@ take a comma-separated value in their variable.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from hopcast.auth import AuthSettings
 from hopcast.errors import ConfigError
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/"
@@ -34,7 +36,15 @@ DEFAULT_AMQP_HEARTBEAT = 10
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
 PREFIX = "HOPCAST_"
-LIST_FIELDS = frozenset({"broker"})
+DEFAULT_MAX_CONNECTIONS = 15_000
+DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 500
+DEFAULT_MAX_PATTERNS = 32
+DEFAULT_MAX_PATTERN_DEPTH = 16
+DEFAULT_MAX_URL_BYTES = 4096
+DEFAULT_MAX_HEADER_BYTES = 16_384
+DEFAULT_PUBLISH_RATE = 100.0
+DEFAULT_PUBLISH_BURST = 200
+LIST_FIELDS = frozenset({"broker", "public", "cors_origin", "trusted_proxy"})
 
 Positive = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(gt=0)]
@@ -86,6 +96,43 @@ class Settings(BaseModel):
         DEFAULT_MEMORY_MAX_EVENTS, description="retention of the memory:// broker, events"
     )
     log_level: str = Field("info", description="debug, info, warning or error")
+    auth: Literal["none", "jwt"] = Field(
+        "none", description="none (development: anyone may do anything) or jwt"
+    )
+    jwt_secret: SecretStr | None = Field(None, description="HS256 shared secret (32+ bytes)")
+    jwt_key: str | None = Field(None, description="PEM public key file (RS256, ES256, ...)")
+    jwks: str | None = Field(None, description="JWKS file; the key is chosen by kid")
+    jwt_audience: str | None = Field(None, description="required aud claim")
+    jwt_issuer: str | None = Field(None, description="required iss claim")
+    cookie_name: str = Field("hopcast_token", description="cookie carrying the token")
+    allow_query_token: bool = Field(
+        False, description="accept ?access_token= (off: URLs end up in logs)"
+    )
+    public: tuple[str, ...] = Field((), description="patterns anyone may subscribe to")
+    cors_origin: tuple[str, ...] = Field(
+        (), description="origins allowed by CORS, with credentials"
+    )
+    trusted_proxy: tuple[str, ...] = Field(
+        (), description="proxy CIDRs whose X-Forwarded-For is believed"
+    )
+    max_connections: Positive = Field(
+        DEFAULT_MAX_CONNECTIONS, description="open streams per process"
+    )
+    max_connections_per_address: Positive = Field(
+        DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, description="open streams per client address"
+    )
+    max_patterns: Positive = Field(DEFAULT_MAX_PATTERNS, description="patterns per subscription")
+    max_pattern_depth: Positive = Field(DEFAULT_MAX_PATTERN_DEPTH, description="words per pattern")
+    max_url_bytes: Positive = Field(DEFAULT_MAX_URL_BYTES, description="request target, bytes")
+    max_header_bytes: Positive = Field(
+        DEFAULT_MAX_HEADER_BYTES, description="request headers, bytes"
+    )
+    publish_rate: Annotated[float, Field(gt=0)] = Field(
+        DEFAULT_PUBLISH_RATE, description="publishes per second per token (or address)"
+    )
+    publish_burst: Positive = Field(
+        DEFAULT_PUBLISH_BURST, description="publishes allowed in a burst above the rate"
+    )
 
     @field_validator("broker")
     @classmethod
@@ -111,6 +158,16 @@ class Settings(BaseModel):
             raise ValueError("1-255 bytes, no line breaks")
         return name
 
+    @field_validator("trusted_proxy")
+    @classmethod
+    def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an address or CIDR") from None
+        return cidrs
+
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
         """Build settings from ``HOPCAST_*`` variables, then flags (not None) on top."""
@@ -135,12 +192,31 @@ class Settings(BaseModel):
             name = str(err["loc"][0]) if err["loc"] else "?"
             where = sources.get(name, "--" + name.replace("_", "-"))
             value = data.get(name, err.get("input"))
-            raise ConfigError(f"{where}: bad value {value!r}: {err['msg']}") from None
+            shown = "(hidden)" if "secret" in name else repr(value)
+            raise ConfigError(f"{where}: bad value {shown}: {err['msg']}") from None
+
+    def auth_settings(self) -> AuthSettings:
+        """The authoriser's view of these settings."""
+        return AuthSettings(
+            mode=self.auth,
+            secret=self.jwt_secret.get_secret_value() if self.jwt_secret else None,
+            key_file=self.jwt_key,
+            jwks_file=self.jwks,
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+            cookie_name=self.cookie_name,
+            allow_query_token=self.allow_query_token,
+            public=self.public,
+        )
 
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings (how worker processes receive them)."""
         out = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             out[PREFIX + name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
         return out

@@ -307,6 +307,7 @@ class Stats:
     slow_disconnects: int = 0
     catchup_readers: int = 0
     reconnects: int = 0
+    refused_connections: int = 0
 
 
 class _CatchUp:

@@ -38,6 +38,11 @@ class HubCollector(Collector):
             "Restarts of the live stream reader",
             value=stats.reconnects,
         )
+        yield CounterMetricFamily(
+            "hopcast_refused_connections",
+            "Subscriptions told to come back later (over a connection limit)",
+            value=stats.refused_connections,
+        )
         yield GaugeMetricFamily("hopcast_subscribers", "Open subscriptions", value=hub.subscribers)
         yield GaugeMetricFamily(
             "hopcast_catchup_readers", "Temporary stream readers", value=stats.catchup_readers

@@ -54,6 +54,7 @@ def _config(settings: Settings, app: Starlette) -> uvicorn.Config:
         loop="uvloop",
         http="httptools",
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-For counts only from --trusted-proxy
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),

@@ -152,6 +152,7 @@ async def serve_in_loop(settings: Settings, broker: Broker | None = None) -> Asy
         port=port,
         log_config=None,
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-For counts only from --trusted-proxy
         loop="asyncio",
         timeout_graceful_shutdown=1,
     )
@@ -182,6 +183,7 @@ async def create_app_server(settings: Settings) -> AsyncIterator[str]:
         port=port,
         log_config=None,
         lifespan="on",
+        proxy_headers=False,  # X-Forwarded-For counts only from --trusted-proxy
         loop="asyncio",
         timeout_graceful_shutdown=1,
     )
@@ -326,7 +328,15 @@ class Listener:
         return [e.data for e in self.events]
 
 
-async def post(url: str, topic: str, body: bytes, event: str | None = None) -> httpx.Response:
+async def post(
+    url: str,
+    topic: str,
+    body: bytes,
+    event: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
     params = {"event": event} if event is not None else {}
     async with httpx.AsyncClient() as http:
-        return await http.post(f"{url}/events/{topic}", content=body, params=params)
+        return await http.post(
+            f"{url}/events/{topic}", content=body, params=params, headers=headers
+        )

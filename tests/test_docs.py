@@ -12,8 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_readme_lists_every_setting_with_its_default() -> None:
     readme = (ROOT / "README.md").read_text()
     for name, field in Settings.model_fields.items():
-        default = ",".join(field.default) if isinstance(field.default, tuple) else field.default
-        row = f"| `--{name.replace('_', '-')}` | `{PREFIX}{name.upper()}` | `{default}` |"
+        default = field.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        shown = "(none)" if default in (None, "") else f"`{default}`"
+        row = f"| `--{name.replace('_', '-')}` | `{PREFIX}{name.upper()}` | {shown} |"
         assert row in readme, f"README is missing or has a stale row for {name}: {row}"
 
 
