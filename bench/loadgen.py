@@ -402,6 +402,9 @@ class SubscriberFleet:
             errors.extend(message[3])
         return connected, failed, errors
 
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.pid is not None]
+
     def count(self) -> tuple[int, float]:
         """Events received so far over all processes, and when the latest arrived."""
         total, latest = 0, 0.0

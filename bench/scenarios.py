@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from bench.loadgen import FleetConfig, FleetResult, SubscriberFleet, spread
 from bench.publisher import Publisher, PublishPlan, PublishResult
 from bench.stream import LatencyProbe, aio_pika_ingest, stream_tail
-from bench.targets import Broker, Hopcast, Target, Usage
+from bench.targets import Broker, Hopcast, Target, Usage, tree_usage
 
 SETTLE = 0.5
 """Seconds between the last connection and the first event."""
@@ -76,6 +77,10 @@ class Step:
     connect_p50_ms: float | None = None
     connect_p99_ms: float | None = None
     bare_p99_ms: float | None = None
+    generator_us_per_delivery: float | None = None
+    """The subscriber processes' own CPU per event: how much of the machine the client side took."""
+    load_before: float = 0.0
+    """The machine's 1-minute load average before the step (other work skews the figures)."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -143,15 +148,17 @@ def fanout(
         ready_marker=target.ready_marker,
         processes=processes,
         source_net=n % 250 + 1,
-        max_seconds=seconds * 4 + idle + 300,
+        max_seconds=seconds * 10 + idle + 300,
     )
     fleet = SubscriberFleet(config)
+    step.load_before = round(os.getloadavg()[0], 2)
     before = target.usage()
     try:
         step.connected, step.failed, errors = fleet.connect()
         step.errors.extend(errors[:3])
         time.sleep(SETTLE + idle)
         idle_usage = target.usage()
+        gen_before = sum(tree_usage(pid).cpu for pid in fleet.pids())
         probe = LatencyProbe(run.broker.url, probe_stream).start() if probe_stream else None
         if on_publish is not None:
             on_publish()
@@ -161,13 +168,16 @@ def fanout(
             step.errors.append(f"publisher: {sent.error}")
         wanted = Counter(config.topics)
         expected = sum(sent.per_topic.get(t, 0) * k for t, k in wanted.items())
-        limit = drain if drain is not None else seconds * 4 + 30
+        limit = drain if drain is not None else seconds * 8 + 30
         fleet.wait_for(expected, quiet=run.quiet, limit=limit)
         after = target.usage()
+        gen_cpu = sum(tree_usage(pid).cpu for pid in fleet.pids()) - gen_before
         bare = probe.stop() if probe is not None else None
     finally:
         result = fleet.finish()
     _fill(step, result, sent, before=before, idle=idle_usage, after=after)
+    if step.received:
+        step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
     if bare is not None:
         step.bare_p99_ms = _ms(bare.latency.quantile(0.99))
     if not target.alive():
@@ -252,7 +262,8 @@ def brief(step: Step) -> str:
     return (
         f"offered {step.offered_deliveries_per_s:,.0f}/s -> {step.deliveries_per_s:,.0f}/s, "
         f"p99 {step.p99_ms} ms, lost {step.lost}, dup {step.duplicates}, "
-        f"cut {step.disconnects}, cpu {step.cpu_us_per_delivery} us/delivery"
+        f"cut {step.disconnects}, cpu {step.cpu_us_per_delivery} us/delivery "
+        f"(generator {step.generator_us_per_delivery} us)"
         + (f", errors {step.errors[:2]}" if step.errors else "")
     )
 

@@ -176,8 +176,11 @@ async def test_trusted_proxy_addresses_count_per_client() -> None:
             async with Listener(f"{gw.url}/events/a", {"X-Forwarded-For": "203.0.113.8"}) as o:
                 await o.wait_until(lambda s: s.last_id is not None)
     untrusted = settings_for("memory", max_connections_per_address=1)
-    async with serve_in_loop(untrusted) as gw, httpx.AsyncClient(base_url=gw.url) as http:
-        async with Listener(f"{gw.url}/events/a", {"X-Forwarded-For": "203.0.113.7"}) as sub:
-            await sub.wait_until(lambda s: s.last_id is not None)
-            other = await http.get("/events/a", headers={"X-Forwarded-For": "203.0.113.8"})
-            assert other.text.startswith("retry: ")  # the header is ignored: same peer
+    async with (
+        serve_in_loop(untrusted) as gw,
+        httpx.AsyncClient(base_url=gw.url) as http,
+        Listener(f"{gw.url}/events/a", {"X-Forwarded-For": "203.0.113.7"}) as sub,
+    ):
+        await sub.wait_until(lambda s: s.last_id is not None)
+        other = await http.get("/events/a", headers={"X-Forwarded-For": "203.0.113.8"})
+        assert other.text.startswith("retry: ")  # the header is ignored: same peer

@@ -117,3 +117,31 @@ async def test_heartbeat_id_moves_the_browsers_resume_point(
         assert seen == [target]
         assert await page.evaluate("window.got.length") == 0
         await page.close()
+
+
+async def test_an_eventsource_over_the_limit_comes_back_once_there_is_room(
+    browser: Browser,
+) -> None:
+    settings = settings_for("memory", retry=200, max_connections=1)
+    async with serve_in_loop(settings) as gw:
+        first = await browser.new_page()
+        await first.goto(f"{gw.url}/healthz")
+        await first.evaluate(SUBSCRIBE, "/events/room")
+        await _wait(first, "window.opens === 1")
+        second = await browser.new_page()
+        await second.goto(f"{gw.url}/healthz")
+        await second.evaluate(SUBSCRIBE, "/events/room")
+        # told to come back later: it keeps retrying (200 + retry:), it never gives up
+        await _wait(second, "window.opens >= 2")
+        assert await second.evaluate("window.source.readyState") != 2  # not CLOSED
+        assert gw.hub.stats.refused_connections >= 2
+        await first.evaluate("window.source.close()")
+        await publish_raw(gw, "memory", Names.fresh(), [("room", b"hello", "tick")])
+        async with asyncio.timeout(30):
+            while (await second.evaluate("window.got.length")) == 0:
+                await asyncio.sleep(0.2)
+                await publish_raw(gw, "memory", Names.fresh(), [("room", b"hello", "tick")])
+        got = await second.evaluate("window.got")
+        assert got[0][2] == "hello"
+        await first.close()
+        await second.close()
