@@ -43,6 +43,7 @@ from hopcast.limits import (
     retry_after,
 )
 from hopcast.metrics import render_metrics
+from hopcast.openapi import document
 from hopcast.sse import (
     TOKEN_EXPIRED,
     check_event_name,
@@ -388,6 +389,10 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     """
     the_broker = broker if broker is not None else broker_from_settings(settings)
     auth = Authorizer.from_settings(settings.auth_settings())
+    api = document(settings)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -406,6 +411,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
     middleware = [
         Middleware(

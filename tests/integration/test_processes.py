@@ -141,7 +141,11 @@ def _stream_consumers(stream: str) -> int:
 async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: Names) -> None:
     """1,000 clients resume at once on a fresh gateway: a handful of consumers, not 1,000."""
     total, clients = 3000, 1000
-    env = {**names.env(), "HOPCAST_RING_SIZE": "2000"}
+    env = {
+        **names.env(),
+        "HOPCAST_RING_SIZE": "2000",
+        "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS": "2000",
+    }
     with child_gateway(env) as before:
         await wait_ready(before.url)
         for i in range(0, total, 500):

@@ -1,0 +1,103 @@
+"""Fault 2: the broker connection goes silent without a close; the AMQP heartbeat must notice.
+
+A proxy in the test stands between the gateway and RabbitMQ and, on command,
+stops forwarding in both directions while keeping every socket open. The
+publisher talks to RabbitMQ directly, so events keep arriving in the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    PATTERNS,
+    Pool,
+    Publisher,
+    Subscriber,
+    Timings,
+    amqp_host_port,
+    assert_exact,
+    caught_up,
+    check_sequence,
+    gateway,
+    read_stream,
+    wait_status,
+)
+from tests.faults.proxy import BlackHoleProxy
+from tests.support import AMQP_URL, Names
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
+
+
+@pytest.mark.parametrize("route", ["failover", "heal"])
+async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
+    route: str, names: Names, tmp_path: Path
+) -> None:
+    """``failover``: brokers ``[proxy, direct]``; ``heal``: the proxy alone, healed later."""
+    timings = Timings()
+    host, port = amqp_host_port()
+    async with contextlib.AsyncExitStack() as stack:
+        proxy = await stack.enter_async_context(BlackHoleProxy(host, port))
+        brokers = [f"amqp://guest:guest@127.0.0.1:{proxy.port}/"]
+        if route == "failover":
+            brokers.append(AMQP_URL)
+        env = {
+            **names.env(),
+            "HOPCAST_BROKER": ",".join(brokers),
+            "HOPCAST_AMQP_HEARTBEAT": "2",
+            "HOPCAST_RETRY": "300",
+        }
+        gw = stack.enter_context(gateway(env, log_dir=tmp_path))
+        await wait_status(f"{gw.url}/readyz", 200)
+        pool = Pool(gw.url)
+        publisher = await stack.enter_async_context(Publisher(names.exchange))
+        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
+        for sub in subs:
+            await stack.enter_async_context(sub)
+            await sub.wait_started()
+        await publisher.publish(30)
+        await subs[0].wait_count(10)
+        early = subs[0].events[9].id
+        more = [
+            Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
+            Subscriber("since first", pool, ("f.c.*",), since_first=True),
+        ]
+        for sub in more:
+            await stack.enter_async_context(sub)
+        subs += more
+        publisher.start(interval=0.02)
+        await publisher.wait_confirmed(100)
+        assert len(proxy.links) >= 2  # the gateway's connections run through the proxy
+        proxy.black_hole()
+        cut_at = publisher.confirmed
+        timings.mark("black hole")
+        if route == "heal":
+            # nothing closes the link: only the AMQP heartbeat can tell the gateway
+            await wait_status(f"{gw.url}/readyz", 503, timeout=60)
+            timings.mark("noticed")
+            away = Subscriber("resumes while away", pool, ("f.a.#",), last_event_id=early)
+            await stack.enter_async_context(away)
+            subs.append(away)
+            await away.wait_for_offset(early + 1)
+            await asyncio.sleep(1)
+            proxy.heal()
+            timings.mark("healed")
+        # events published after the cut reach clients only through a new connection
+        await subs[0].wait_count(cut_at + 50, timeout=90)
+        timings.mark("flowing again")
+        await wait_status(f"{gw.url}/readyz", 200)
+        total = await publisher.stop(more=50)
+        truth = await read_stream([AMQP_URL], names.stream, total)
+        after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+        await stack.enter_async_context(after)
+        subs.append(after)
+        await caught_up(subs, truth)
+        timings.mark(f"{total} caught up")
+        check_sequence(truth, total)
+        assert_exact(subs, truth, [gw])
+        assert all(len(s.connections) == 1 for s in subs[:4]), [s.describe() for s in subs]
+    timings.show(f"black hole ({route})")

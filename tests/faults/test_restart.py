@@ -1,0 +1,86 @@
+"""Fault 1: RabbitMQ restarts (``stop_app`` / ``start_app``) mid-stream while publishing goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    PATTERNS,
+    Pool,
+    Publisher,
+    Subscriber,
+    Timings,
+    assert_exact,
+    caught_up,
+    check_sequence,
+    gateway,
+    rabbitmqctl,
+    read_stream,
+    wait_status,
+)
+from tests.support import AMQP_URL, Names
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
+
+
+async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path: Path) -> None:
+    timings = Timings()
+    env = {**names.env(), "HOPCAST_RETRY": "300", "HOPCAST_AMQP_HEARTBEAT": "2"}
+    with gateway(env, log_dir=tmp_path) as gw:
+        await wait_status(f"{gw.url}/readyz", 200)
+        pool = Pool(gw.url)
+        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
+        async with contextlib.AsyncExitStack() as stack:
+            publisher = await stack.enter_async_context(Publisher(names.exchange))
+            for sub in subs:
+                await stack.enter_async_context(sub)
+                await sub.wait_started()
+            await publisher.publish(30)
+            await subs[0].wait_count(10)
+            early = subs[0].events[9].id
+            # resuming and replaying subscribers, joined before the fault
+            more = [
+                Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
+                Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
+                Subscriber("since first", pool, ("f.b.*",), since_first=True),
+            ]
+            for sub in more:
+                await stack.enter_async_context(sub)
+            subs += more
+            publisher.start(interval=0.01)
+            await publisher.wait_confirmed(150)
+            timings.mark("stop_app")
+            try:
+                await asyncio.to_thread(rabbitmqctl, "stop_app")
+                await wait_status(f"{gw.url}/readyz", 503)
+                # a client resuming while the broker is away is served from the ring
+                away = Subscriber("resumes while away", pool, ("f.*.x",), last_event_id=early)
+                await stack.enter_async_context(away)
+                subs.append(away)
+                await away.wait_for_offset(early + 1)
+                await asyncio.sleep(2)
+            finally:
+                await asyncio.to_thread(rabbitmqctl, "start_app")
+                await asyncio.to_thread(rabbitmqctl, "await_startup")
+            timings.mark("started again")
+            await wait_status(f"{gw.url}/readyz", 200)
+            timings.mark("gateway ready")
+            total = await publisher.stop(more=100)
+            timings.mark(f"{total} confirmed")
+            truth = await read_stream([AMQP_URL], names.stream, total)
+            # read it back from the beginning through the gateway, after the fault
+            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+            await stack.enter_async_context(after)
+            subs.append(after)
+            await caught_up(subs, truth)
+            timings.mark("caught up")
+        repeats = check_sequence(truth, total)
+        assert_exact(subs, truth, [gw])
+        assert publisher.failures, "the restart should have cost the publisher some attempts"
+        # connected clients rode the restart out on their first connection
+        assert all(len(s.connections) == 1 for s in subs[:4]), [s.describe() for s in subs]
+    timings.show(f"broker restart ({repeats} numbers stored twice)")
