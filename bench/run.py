@@ -128,10 +128,18 @@ def make_target(name: str, run: Run) -> Target:
 
 
 @contextmanager
-def running(name: str, run: Run) -> Iterator[Target]:
+def running(name: str, run: Run) -> Iterator[Target | None]:
+    """A started target, or None (and a note in ``run.failures``) when it would not start."""
     target = make_target(name, run)
     try:
-        yield target.start()
+        try:
+            target.start()
+        except RuntimeError as exc:
+            run.failures.append(f"{name} did not start: {exc}")
+            print(f"  {name} did not start: {exc}", flush=True)
+            yield None
+            return
+        yield target
     finally:
         target.stop()
 
@@ -140,6 +148,8 @@ def standard(run: Run, sizes: Sizes, targets: list[str], profile_to: Path | None
     steps = []
     for name in targets:
         with running(name, run) as target:
+            if target is None:
+                continue
             step = fanout(
                 run,
                 target,
@@ -182,6 +192,8 @@ def saturate(run: Run, sizes: Sizes, targets: list[str]) -> dict[str, list[Step]
     ladders = {}
     for name in targets:
         with running(name, run) as target:
+            if target is None:
+                continue
             stream = target.stream if isinstance(target, Hopcast) and name == HOPCAST else None
             ladders[name] = saturation(
                 run,
@@ -201,6 +213,8 @@ def scale(run: Run, sizes: Sizes, targets: list[str], subscribers: int) -> list[
     processes = max(2, -(-subscribers // 10_000))
     for name in targets:
         with running(name, run) as target:
+            if target is None:
+                continue
             step = fanout(
                 run,
                 target,
@@ -251,9 +265,9 @@ def backlog_scenarios(run: Run, sizes: Sizes, which: set[str], results: dict[str
         print(f"  catch-up from the stream: {from_stream.events_per_s:,.0f} events/s", flush=True)
 
 
-def problems(results: dict[str, Any]) -> list[str]:
+def problems(run: Run, results: dict[str, Any]) -> list[str]:
     """What a smoke run treats as broken."""
-    found = []
+    found = list(run.failures)
     steps: list[Step] = [*results.get("standard", []), *results.get("scale", [])]
     steps += results.get("scale-w2", [])
     for ladder in results.get("saturation", {}).values():
@@ -314,7 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         which = {s for s in args.scenario if s in ("ingest", "catch-up")}
         if which and HOPCAST in targets:
             print("== " + " and ".join(sorted(which)), flush=True)
-            backlog_scenarios(run, sizes, which, results)
+            try:
+                backlog_scenarios(run, sizes, which, results)
+            except RuntimeError as exc:
+                run.failures.append(f"ingest/catch-up: {exc}")
+                print(f"  failed: {exc}", flush=True)
     finally:
         run.broker.cleanup()
     rows = build_rows(results)
@@ -328,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
         "results": results,
         "table": rows,
+        "failures": run.failures,
     }
     write_json(RESULTS / f"{stamp}.json", payload)
     write_json(RESULTS / "latest.json", payload)
@@ -339,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nchart: {chart.relative_to(ROOT)}")
     print(f"results: {(RESULTS / f'{stamp}.json').relative_to(ROOT)}")
     if args.smoke:
-        found = problems(results)
+        found = problems(run, results)
         for problem in found:
             print(f"BROKEN: {problem}", file=sys.stderr)
         print(f"smoke run took {time.monotonic() - began:.0f} s")

@@ -36,6 +36,7 @@ class Run:
     run_id: str
     smoke: bool
     steps: int = 0
+    failures: list[str] = field(default_factory=list)
 
     def next_step(self) -> int:
         self.steps += 1

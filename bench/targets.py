@@ -125,7 +125,11 @@ class Broker:
                 await channel.exchange_delete(exchange)
 
         if self.queues or self.exchanges:
-            asyncio.run(self._with_channel(go))
+            try:
+                asyncio.run(self._with_channel(go))
+            except (OSError, aiormq.exceptions.AMQPError) as exc:
+                names = ", ".join(sorted(self.queues | self.exchanges))
+                print(f"could not delete {names}: {exc!r}", file=sys.stderr)
         self.queues.clear()
         self.exchanges.clear()
 

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
@@ -57,6 +58,8 @@ from hopcast.topics import Pattern, parse_topic
 log = logging.getLogger(__name__)
 
 MAX_OFFSET = 2**63 - 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+"""The earliest ``?since=``: no stream holds anything older."""
 SEND_TIMEOUT = 30.0
 """Seconds one write may wait on a client's full socket before the client is cut off."""
 SSE_HEADERS = [
@@ -81,7 +84,8 @@ def parse_offset(text: str, source: str) -> int:
     1042
     """
     value = text.strip()
-    if not value.lstrip("-").isdigit() or not value.isascii() or len(value) > 20:
+    # removeprefix, not lstrip: "--5" passed the digit test and broke int() (a 500)
+    if not value.removeprefix("-").isdigit() or not value.isascii() or len(value) > 20:
         raise InvalidOffset(f"{source} must be an event id (an integer), got {text[:40]!r}")
     offset = int(value)
     if not -1 <= offset <= MAX_OFFSET:
@@ -105,7 +109,9 @@ def parse_since(text: str) -> Since:
         raise InvalidOffset(
             f"since must be 'first' or an ISO-8601 time, got {text[:40]!r}"
         ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    # AMQP timestamps are unsigned: a time before 1970 broke the catch-up consumer
+    return max(when, EPOCH)
 
 
 def _patterns(request: Request, settings: Settings) -> list[Pattern]:
@@ -188,7 +194,7 @@ class EventStreamResponse(Response):
             if expires_at is not None:
                 left = expires_at - time.time()
                 if left <= 0:
-                    await self._write(send, _token_expired())
+                    await self._write(send, token_expired_frame())
                     raise SubscriptionClosed("token-expired")
                 wait = min(wait, left)
             chunk = await sub.next_chunk(wait)
@@ -223,7 +229,7 @@ class EventStreamResponse(Response):
                 return
 
 
-def _token_expired() -> bytes:
+def token_expired_frame() -> bytes:
     # No id: the client's resume point stays at the last event it really got.
     frame = encode_gateway_event(0, TOKEN_EXPIRED, {"reason": "token-expired"})
     return frame.split(b"\n", 1)[1]
@@ -253,7 +259,19 @@ def _token(request: Request, auth: Authorizer) -> str | None:
     return auth.token_from(request.headers, request.cookies, request.query_params)
 
 
-async def subscribe(request: Request) -> Response:
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A subscription the gateway accepted, with what its writer needs to run it."""
+
+    hub: Hub
+    sub: Subscription
+    settings: Settings
+    expires_at: datetime | None
+    release: Callable[[], None]
+
+
+def open_subscription(request: Request) -> Admitted | Response:
+    """Check a subscription request and open it, or answer why not (raises 4xx errors)."""
     hub, settings, auth = _state(request)
     patterns = _patterns(request, settings)
     after, since = _resume_point(request)
@@ -267,8 +285,19 @@ async def subscribe(request: Request) -> Response:
         return ComeBackLater(settings.retry, "over capacity")
     sub = hub.subscribe(patterns, after=after, since=since)
     expires_at = principal.expires_at if principal is not None else None
+    return Admitted(hub, sub, settings, expires_at, lambda: admission.release(address))
+
+
+async def subscribe(request: Request) -> Response:
+    admitted = open_subscription(request)
+    if isinstance(admitted, Response):
+        return admitted
     return EventStreamResponse(
-        hub, sub, settings, expires_at=expires_at, on_done=lambda: admission.release(address)
+        admitted.hub,
+        admitted.sub,
+        admitted.settings,
+        expires_at=admitted.expires_at,
+        on_done=admitted.release,
     )
 
 
@@ -314,7 +343,10 @@ async def publish(request: Request) -> Response:
             f"publish rate above {settings.publish_rate:g}/s; retry later",
             headers={"Retry-After": retry_after(wait)},
         )
-    body = await _read_body(request, settings.max_event_bytes)
+    try:
+        body = await _read_body(request, settings.max_event_bytes)
+    except ClientDisconnect:  # a truncated or malformed body: no traceback per hostile client
+        return problem(400, "Bad request", "the connection closed before the body ended")
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
@@ -372,6 +404,20 @@ async def _on_forbidden(request: Request, exc: Exception) -> Response:
     return problem(403, "Forbidden", str(exc), headers={"WWW-Authenticate": exc.www_authenticate})
 
 
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The problem-details answer for a refused request (as the app's handlers give it)."""
+    handlers = (
+        (Unauthorized, _on_unauthorized),
+        (Forbidden, _on_forbidden),
+        (InvalidInput, _on_invalid),
+        (HTTPException, _on_http),
+    )
+    for kind, handler in handlers:
+        if isinstance(exc, kind):
+            return await handler(request, exc)
+    raise exc
+
+
 async def _on_http(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):  # pragma: no cover - registered for HTTPException
         raise exc
@@ -396,8 +442,6 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not auth.enabled:
-            log.warning("--auth none: anyone may subscribe to and publish on every topic")
         hub = Hub(the_broker, settings)
         app.state.hub = hub
         async with hub:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Literal
+from typing import Literal, Protocol
 
 from hopcast.broker import Broker, Message, StartAt
 from hopcast.broker.memory import MemoryBroker
@@ -78,6 +78,7 @@ class Subscription:
         "on_cut",
         "patterns",
         "since",
+        "sink",
     )
 
     def __init__(
@@ -95,6 +96,8 @@ class Subscription:
         self._room = asyncio.Event()
         self.on_cut: Callable[[], object] | None = None
         """Called when the gateway cuts this client off (its writer may be stuck in a send)."""
+        self.sink: Sink | None = None
+        """Where live frames go straight away (push mode); None: the writer pulls them."""
 
     def __repr__(self) -> str:
         pats = ",".join(p.text for p in self.patterns)
@@ -117,12 +120,29 @@ class Subscription:
                 self.on_cut()
             return
         if len(frames) == 1:
-            self._wake.set()
+            if self.sink is not None:
+                self._hub._dirty.append(self)
+            else:
+                self._wake.set()
+
+    def take(self) -> bytes:
+        """Everything queued, joined for one write (push mode)."""
+        chunk = b"".join(self._frames)
+        self._frames.clear()
+        self._room.set()
+        return chunk
+
+    @property
+    def pending(self) -> int:
+        return len(self._frames)
 
     def _push_many(self, frames: Iterable[bytes]) -> None:
         self._frames.extend(frames)
         if self._frames:
-            self._wake.set()
+            if self.sink is not None and self.mode is Mode.LIVE:
+                self.sink.flush(self)
+            else:
+                self._wake.set()
 
     def close(self, reason: str) -> None:
         """End the subscription; its writer sees `SubscriptionClosed` with ``reason``."""
@@ -133,6 +153,8 @@ class Subscription:
         self._hub._forget(self)
         self._wake.set()
         self._room.set()
+        if self.sink is not None:
+            self.sink.closed(self, reason)
 
     @property
     def safe_offset(self) -> int | None:
@@ -185,6 +207,8 @@ class Subscription:
             if self.mode is Mode.REPLAY:
                 hub._replay_step(self)
                 continue
+            if self.mode is Mode.LIVE and self.sink is not None:
+                return b""  # live frames now go straight to the sink
             self._wake.clear()
             try:
                 async with asyncio.timeout(timeout):
@@ -199,6 +223,16 @@ class Subscription:
         while len(self._frames) >= limit and not self.closed:
             self._room.clear()
             await self._room.wait()
+
+
+class Sink(Protocol):
+    """A connection that takes live frames as they are dispatched (push mode)."""
+
+    def flush(self, sub: Subscription) -> None:
+        """Write what `Subscription.take` gives, now or after its coalescing window."""
+
+    def closed(self, sub: Subscription, reason: str) -> None:
+        """The subscription ended (slow, shutdown, ...): end the response."""
 
 
 class _Node:
@@ -427,6 +461,7 @@ class Hub:
         self._ring_filled = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
         self._probe: asyncio.Future[int | None] | None = None
+        self._dirty: list[Subscription] = []
 
     # -- life cycle ---------------------------------------------------------
 
@@ -580,6 +615,11 @@ class Hub:
             deliveries += len(subs)
         self.stats.events += len(batch)
         self.stats.deliveries += deliveries
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            for sub in dirty:
+                if sub.sink is not None and sub._frames and not sub.closed:
+                    sub.sink.flush(sub)
         if position >= self.tail_hint and not self._ring_filled.is_set():
             log.info("ring filled up to offset %d; ready", position)
             self._ring_filled.set()

@@ -1,8 +1,7 @@
-"""Running the gateway: one uvicorn server per process, N processes sharing one socket.
+"""Running the gateway: one listener per process, N processes sharing one socket.
 
-On SIGTERM or SIGINT each process first ends its event streams with a spread-out
-``retry:`` hint (an ASGI server waits for open streams, which never end by
-themselves), then lets uvicorn finish within the grace period.
+On SIGTERM or SIGINT each process stops accepting, ends its event streams with a
+spread-out ``retry:`` hint, and closes what is left after the grace period.
 """
 
 from __future__ import annotations
@@ -16,57 +15,39 @@ import socket
 import time
 from types import FrameType
 
-import uvicorn
-from starlette.applications import Starlette
+import uvloop
 
 from hopcast.app import create_app
 from hopcast.config import Settings
+from hopcast.listener import StreamServer
 
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE = 0.5
 
 
-class GatewayServer(uvicorn.Server):
-    """uvicorn, told to end the hub's streams as soon as a stop signal arrives."""
-
-    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
-        super().__init__(config)
-        self._app = app
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        hub = getattr(self._app.state, "hub", None)
-        if hub is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(hub.begin_shutdown)
-        super().handle_exit(sig, frame)
-
-
-def _config(settings: Settings, app: Starlette) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        proxy_headers=False,  # X-Forwarded-For counts only from --trusted-proxy
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
-    )
-
-
 def serve_here(settings: Settings, sock: socket.socket | None = None) -> None:
     """Serve in this process, on ``sock`` when given (a worker) or on host:port."""
     _warn_about(settings)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(settings, sock))
+
+
+async def _serve(settings: Settings, sock: socket.socket | None) -> None:
     app = create_app(settings)
-    server = GatewayServer(_config(settings, app), app)
-    server.run(sockets=[sock] if sock is not None else None)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with app.router.lifespan_context(app):
+        server = StreamServer(app)
+        await server.start(sock)
+        if server.address is not None:
+            log.info("serving on http://%s:%d", *server.address)
+        await stop.wait()
+        log.info("shutting down: ending streams, %.1f s of grace", settings.shutdown_grace)
+        server.begin_shutdown()
+        await server.wait_closed(settings.shutdown_grace)
 
 
 def _warn_about(settings: Settings) -> None:

@@ -24,6 +24,7 @@ from hopcast.broker import Broker
 from hopcast.client import Event as ClientEvent
 from hopcast.config import Settings
 from hopcast.hub import Hub
+from hopcast.listener import StreamServer
 
 AMQP_URL = os.environ.get("HOPCAST_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/")
 REQUIRE_RABBITMQ = os.environ.get("HOPCAST_REQUIRE_RABBITMQ", "") not in ("", "0") or bool(
@@ -142,40 +143,37 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serve_in_loop(settings: Settings, broker: Broker | None = None) -> AsyncIterator[Gateway]:
-    """Run the gateway with uvicorn in this event loop, on a free port, until the block ends."""
-    app = create_app(settings, broker=broker)
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="on",
-        proxy_headers=False,  # X-Forwarded-For counts only from --trusted-proxy
-        loop="asyncio",
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    gateway = Gateway(f"http://127.0.0.1:{port}", app, settings)
-    try:
+async def serve_in_loop(
+    settings: Settings, broker: Broker | None = None, *, server: str = "native"
+) -> AsyncIterator[Gateway]:
+    """Run the gateway in this event loop on a free port until the block ends.
+
+    ``server="native"`` is what ``hopcast serve`` runs (the streaming listener);
+    ``"uvicorn"`` runs the same app as a plain ASGI app, as when it is mounted.
+    """
+    async with create_app_server(settings, broker, server=server) as (url, app):
+        gateway = Gateway(url, app, settings)
         await wait_ready(gateway.url)
         yield gateway
-    finally:
-        gateway.hub.begin_shutdown()
-        server.should_exit = True
-        await task
 
 
 @contextlib.asynccontextmanager
-async def create_app_server(settings: Settings) -> AsyncIterator[str]:
-    """Serve the gateway in this loop without waiting for it to be ready; yield its URL."""
-    app = create_app(settings)
+async def create_app_server(
+    settings: Settings, broker: Broker | None = None, *, server: str = "native"
+) -> AsyncIterator[tuple[str, Starlette]]:
+    """Serve the gateway in this loop without waiting for it to be ready; yield URL and app."""
+    app = create_app(settings, broker=broker)
+    if server == "native":
+        async with app.router.lifespan_context(app):
+            listener = StreamServer(app)
+            await listener.start(_bound_socket())
+            assert listener.address is not None
+            try:
+                yield f"http://127.0.0.1:{listener.address[1]}", app
+            finally:
+                listener.begin_shutdown()
+                await listener.wait_closed(1.0)
+        return
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -187,18 +185,25 @@ async def create_app_server(settings: Settings) -> AsyncIterator[str]:
         loop="asyncio",
         timeout_graceful_shutdown=1,
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
+    uv = uvicorn.Server(config)
+    task = asyncio.create_task(uv.serve())
+    while not uv.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", app
     finally:
         app.state.hub.begin_shutdown()
-        server.should_exit = True
+        uv.should_exit = True
         await task
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    return sock
 
 
 async def wait_ready(url: str, timeout: float = 60.0) -> None:

@@ -24,10 +24,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 import aiormq
@@ -299,6 +298,8 @@ class SseParser:
     def __init__(self) -> None:
         self.last_event_id: str | None = None
         self.retry: int | None = None
+        self.retries: list[int] = []
+        """Every ``retry:`` value received, in order."""
         self.blocks = 0
         self._id_buffer: str | None = None
         self.reset()
@@ -342,6 +343,7 @@ class SseParser:
                 self._data.append(value)
             elif name == "retry" and value.isascii() and value.isdigit():
                 self.retry = int(value)
+                self.retries.append(self.retry)
         return events
 
 
@@ -378,8 +380,8 @@ class Connection:
     local_port: int | None = None
     ended: str = ""
     """``eof`` (the gateway ended the response) or the transport error's name."""
-    retry: int | None = None
-    """The ``retry:`` hint in force when it ended."""
+    retries: list[int] = field(default_factory=list)
+    """The ``retry:`` hints it carried (the first one comes with the preamble)."""
 
 
 def events_path(patterns: Sequence[str], query: Mapping[str, str] | None = None) -> str:
@@ -397,6 +399,7 @@ class Subscriber:
 
     Its start point is the ``Last-Event-ID`` it was given, -1 with
     ``since_first``, or else the ``id:`` block a fresh subscription begins with.
+    With ``continues=(start, events)`` it goes on from another client's reading.
     """
 
     def __init__(
@@ -411,6 +414,7 @@ class Subscriber:
         read_timeout: float = 30.0,
         lifetime: float = 240.0,
         max_connections: int = 200,
+        continues: tuple[int, Sequence[Received]] | None = None,
     ) -> None:
         self.name = name
         self.pool = pool
@@ -421,6 +425,9 @@ class Subscriber:
         if last_event_id is not None:
             self.parser.last_event_id = str(last_event_id)
         self.events: list[Received] = []
+        if continues is not None:  # it takes over from a client that read since a start
+            self.start, earlier = continues
+            self.events += earlier
         self.connections: list[Connection] = []
         self.refusals: list[str] = []
         self.retry_ms = retry_ms
@@ -435,12 +442,6 @@ class Subscriber:
 
     async def __aenter__(self) -> Subscriber:
         self._task = asyncio.create_task(self._run(), name=f"subscriber {self.name}")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def __aenter__(self) -> Publisher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -486,6 +487,7 @@ class Subscriber:
             headers["Last-Event-ID"] = last_id
         conn = Connection(url, last_id)
         self.connections.append(conn)
+        hints = len(self.parser.retries)
         try:
             async with http.stream("GET", url + self.path, headers=headers) as response:
                 if response.status_code != 200:
@@ -500,7 +502,7 @@ class Subscriber:
             conn.ended = "eof"
         except httpx.TransportError as exc:
             conn.ended = type(exc).__name__
-        conn.retry = self.parser.retry
+        conn.retries = self.parser.retries[hints:]
         if self.parser.retry is not None:
             self.retry_ms = self.parser.retry
         return True
@@ -526,12 +528,16 @@ class Subscriber:
         """Until ``count`` events arrived."""
         await self._wait(lambda: len(self.events) >= count, timeout)
 
+    async def wait_connections(self, count: int, timeout: float = 60.0) -> None:
+        """Until its ``count``-th connection was opened (it reconnected)."""
+        await self._wait(lambda: len(self.connections) >= count, timeout)
+
     async def wait_caught_up(self, truth: Sequence[Stored], timeout: float = 90.0) -> None:
         expected = self.expected(truth)
         if expected:
             await self.wait_for_offset(expected[-1][0], timeout)
 
-    async def _wait(self, check: Any, timeout: float) -> None:
+    async def _wait(self, check: Callable[[], bool], timeout: float) -> None:
         try:
             async with asyncio.timeout(timeout):
                 while not check():
@@ -691,6 +697,16 @@ def client_ports(pid: int, server_port: int) -> set[int]:
                 ):
                     ports.add(int(remote.rsplit(":", 1)[1], 16))
     return ports
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not check():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 async def wait_status(url: str, status: int, timeout: float = 120.0) -> None:

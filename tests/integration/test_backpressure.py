@@ -97,7 +97,10 @@ async def test_broker_away_subscriptions_accepted_publish_503(names: Names) -> N
     settings = settings_for("amqp", names, broker=(f"amqp://guest:guest@127.0.0.1:{port}/",))
     from tests.support import create_app_server
 
-    async with create_app_server(settings) as url, httpx.AsyncClient(base_url=url) as http:
+    async with (
+        create_app_server(settings) as (url, _app),
+        httpx.AsyncClient(base_url=url) as http,
+    ):
         assert (await http.get("/healthz")).status_code == 200
         ready = await http.get("/readyz")
         assert ready.status_code == 503

@@ -1,0 +1,541 @@
+"""The gateway's own HTTP/1.1 listener: event streams go straight to sockets.
+
+An event stream is the hot path, so it skips the ASGI layer: the hub pushes
+each dispatched batch into the connection, which joins what is queued and
+writes it with one ``transport.write`` (no task, no ``send`` call, per
+connection). Every other request (publish, health, metrics, errors) is handed
+to the Starlette app, which stays the single place where routes, validation and
+problem details live, and which can still be mounted inside another ASGI app.
+
+>>> server = StreamServer(create_app(Settings.from_env({"HOPCAST_BROKER": "memory://"})))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import time
+from http import HTTPStatus
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httptools
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Scope
+
+from hopcast.app import (
+    Admitted,
+    create_app,
+    error_response,
+    open_subscription,
+    problem,
+    token_expired_frame,
+)
+from hopcast.config import Settings
+from hopcast.errors import HopcastError, SubscriptionClosed
+from hopcast.hub import Hub, Mode, Subscription
+from hopcast.sse import encode_heartbeat, encode_preamble, encode_retry
+
+log = logging.getLogger(__name__)
+
+HEAD_TIMEOUT = 10.0
+"""Seconds a client has to send a whole request head (slow-header clients are cut off)."""
+BODY_TIMEOUT = 30.0
+"""Seconds a client has to send a request body."""
+KEEPALIVE_TIMEOUT = 30.0
+"""Seconds an idle keep-alive connection waits for its next request."""
+TICK = 1.0
+"""Seconds between the sweeps that send heartbeats and enforce the timeouts above."""
+WRITE_HIGH_WATER = 256 * 1024
+"""Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
+STREAM_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"content-type: text/event-stream; charset=utf-8\r\n"
+    b"cache-control: no-cache\r\n"
+    b"x-accel-buffering: no\r\n"
+    b"connection: close\r\n"
+)
+
+
+class StreamServer:
+    """Serves one gateway app on a socket; owns its connections and their heartbeats."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.settings: Settings = app.state.settings
+        self.connections: set[HttpConnection] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] | None = None
+        self._emptied = asyncio.Event()
+
+    @property
+    def hub(self) -> Hub:
+        hub: Hub = self.app.state.hub
+        return hub
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Listen on ``sock`` (a worker's inherited socket) or on the settings' host and port."""
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            server = await loop.create_server(lambda: HttpConnection(self), sock=sock)
+        else:
+            server = await loop.create_server(
+                lambda: HttpConnection(self),
+                self.settings.host,
+                self.settings.port,
+                backlog=2048,
+                reuse_address=True,
+            )
+        self._servers.append(server)
+        bound = server.sockets[0].getsockname()
+        self.address = (bound[0], bound[1])
+        self._ticker = asyncio.create_task(self._tick(), name="hopcast-listener-tick")
+
+    async def _tick(self) -> None:
+        period = min(TICK, self.settings.heartbeat / 2)
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                conn.tick(now)
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting; end every stream with a spread-out retry hint; close idle connections."""
+        for server in self._servers:
+            server.close()
+        self.hub.begin_shutdown()
+        for conn in list(self.connections):
+            conn.shutdown()
+
+    def forget(self, conn: HttpConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections:
+            self._emptied.set()
+
+    async def wait_closed(self, grace: float) -> None:
+        """Wait up to ``grace`` seconds for connections to finish, then drop the rest."""
+        if self.connections:
+            self._emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._emptied.wait()
+        for conn in list(self.connections):
+            conn.abort()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: parses requests, streams events, or hands a request to the app."""
+
+    def __init__(self, server: StreamServer) -> None:
+        self.server = server
+        self.settings = server.settings
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.state = "head"
+        self.deadline: float | None = time.monotonic() + HEAD_TIMEOUT
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_bytes = 0
+        self.too_large: int | None = None  # status to answer once the head is in: 414, 431
+        self.body = bytearray()
+        self.body_over = False
+        self.body_seen = 0
+        self.sub: Subscription | None = None
+        self.paused = False
+        self.last_write = 0.0
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.expires_at: float | None = None
+        self.release: Any = None
+        self.task: asyncio.Task[None] | None = None
+        self.disconnected: asyncio.Future[None] | None = None
+        self.writable: asyncio.Event | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport = self.transport
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state in ("stream", "closed"):
+            return  # an event stream reads nothing more; what a client sends is dropped
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._answer_and_close(400, "Bad request", "protocol upgrades are not supported")
+        except httptools.HttpParserError as exc:
+            self._answer_and_close(400, "Bad request", f"malformed HTTP request: {exc}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = "closed"
+        self.server.forget(self)
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
+        sub, self.sub = self.sub, None
+        if sub is not None:
+            sub.close("gone")
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.release is not None:
+            release, self.release = self.release, None
+            release()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.writable is not None:
+            self.writable.set()
+        sub = self.sub
+        if sub is not None and sub.pending and sub.mode is Mode.LIVE:
+            self.flush(sub)
+
+    # -- httptools callbacks ------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_bytes = 0
+        self.too_large = None
+        self.body = bytearray()
+        self.body_over = False
+        self.body_seen = 0
+        self.state = "head"
+        self.deadline = time.monotonic() + HEAD_TIMEOUT
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.settings.max_url_bytes:
+            self.too_large = self.too_large or 414
+            self.url = self.url[: self.settings.max_url_bytes + 1]
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.settings.max_header_bytes:
+            self.too_large = self.too_large or 431
+            return
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.state = "body"
+        self.deadline = time.monotonic() + BODY_TIMEOUT
+        if self.too_large == 414:
+            self._answer_and_close(
+                414, "URI too long", f"at most {self.settings.max_url_bytes} bytes"
+            )
+        elif self.too_large == 431:
+            limit = self.settings.max_header_bytes
+            self._answer_and_close(431, "Request header fields too large", f"at most {limit} bytes")
+        elif (b"expect", b"100-continue") in self.headers and self.transport is not None:
+            length = self._header(b"content-length")
+            if (
+                length is not None
+                and length.isdigit()
+                and int(length) > self.settings.max_event_bytes
+            ):
+                self._answer_and_close(413, "Content too large", self._too_large_detail())
+            else:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_seen += len(body)
+        if self.body_over:
+            if self.body_seen > self.settings.max_event_bytes * 4 + 1_048_576:
+                self._answer_and_close(413, "Content too large", self._too_large_detail())
+            return
+        if len(self.body) + len(body) > self.settings.max_event_bytes:
+            self.body_over = True
+            self.body = bytearray()
+            return
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        if self.state == "closed" or self.transport is None:
+            return
+        self.deadline = None
+        self.transport.pause_reading()  # one request at a time; pipelined ones wait
+        method = self.parser.get_method()
+        keep_alive = self.parser.should_keep_alive()
+        scope = self._scope(method)
+        if method == b"GET" and (
+            scope["path"] == "/events" or scope["path"].startswith("/events/")
+        ):
+            self.state = "stream"
+            self.task = asyncio.ensure_future(self._serve_stream(scope))
+        elif self.body_over:
+            self._answer_and_close(413, "Content too large", self._too_large_detail())
+        else:
+            self.state = "busy"
+            self.task = asyncio.ensure_future(self._serve_app(scope, bytes(self.body), keep_alive))
+
+    # -- requests -----------------------------------------------------------------
+
+    def _header(self, name: bytes) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def _too_large_detail(self) -> str:
+        return f"the body is larger than {self.settings.max_event_bytes} bytes"
+
+    def _scope(self, method: bytes) -> Scope:
+        try:
+            parsed = httptools.parse_url(self.url)
+            raw_path = parsed.path or b"/"
+            query = parsed.query or b""
+        except httptools.HttpParserInvalidURLError:
+            raw_path, query = b"/\x00invalid", b""
+        path = unquote(raw_path.decode("latin-1"))
+        transport = self.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        scope: Scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": self.parser.get_http_version(),
+            "method": method.decode("ascii", "replace"),
+            "scheme": "http",
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": self.headers,
+            "client": (peer[0], peer[1]) if isinstance(peer, tuple) else None,
+            "server": (local[0], local[1]) if isinstance(local, tuple) else None,
+            "app": self.server.app,
+        }
+        if path.startswith("/events/"):
+            scope["path_params"] = {"topic": path[len("/events/") :]}
+        else:
+            scope["path_params"] = {}
+        return scope
+
+    async def _serve_stream(self, scope: Scope) -> None:
+        request = Request(scope)
+        try:
+            admitted = open_subscription(request)
+        except (HopcastError, HTTPException) as exc:
+            self._write_response(await error_response(request, exc), keep_alive=False)
+            return
+        if isinstance(admitted, Response):
+            self._write_response(admitted, keep_alive=False)
+            return
+        self._start_stream(admitted, scope)
+        with contextlib.suppress(SubscriptionClosed):
+            await self._drive(admitted.sub)
+
+    def _start_stream(self, admitted: Admitted, scope: Scope) -> None:
+        self.release = admitted.release
+        if self.transport is None:  # gone while being admitted
+            self.release()
+            self.release = None
+            admitted.sub.close("gone")
+            return
+        head = STREAM_HEAD + self._cors_headers(scope) + b"\r\n"
+        self._write(head + encode_preamble(self.settings.retry, None))
+        sub = self.sub = admitted.sub
+        sub.sink = self
+        self.transport.resume_reading()  # to notice the client leaving; what it sends is dropped
+        if admitted.expires_at is not None:
+            self.expires_at = admitted.expires_at.timestamp()
+
+    async def _drive(self, sub: Subscription) -> None:
+        """Place the subscription, and feed a replay or catch-up until it goes live."""
+        first_id = await sub.start()
+        if first_id is not None:
+            self._write(encode_heartbeat(first_id))
+        heartbeat = self.settings.heartbeat
+        while self.sub is sub:
+            chunk = await sub.next_chunk(heartbeat)
+            if chunk == b"":
+                return  # live: from now on the hub pushes into `flush`
+            self._write(chunk if chunk is not None else encode_heartbeat(sub.safe_offset))
+            if self.paused:  # replay at the pace the client reads
+                self.writable = self.writable or asyncio.Event()
+                self.writable.clear()
+                await self.writable.wait()
+
+    def _cors_headers(self, scope: Scope) -> bytes:
+        origins = self.settings.cors_origin
+        origin: bytes | None = next((v for k, v in self.headers if k == b"origin"), None)
+        if not origins or origin is None or origin.decode("latin-1") not in origins:
+            return b""
+        return (
+            b"access-control-allow-origin: " + origin + b"\r\n"
+            b"access-control-allow-credentials: true\r\n"
+            b"vary: Origin\r\n"
+        )
+
+    async def _serve_app(self, scope: Scope, body: bytes, keep_alive: bool) -> None:
+        """Run one request through the Starlette app and write its (small) response."""
+        sent_body = False
+        status = 500
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        self.disconnected = asyncio.get_running_loop().create_future()
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            assert self.disconnected is not None
+            await self.disconnected
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        try:
+            await self.server.app(scope, receive, send)
+        except Exception:
+            log.exception("request %s %s failed", scope["method"], scope["path"][:200])
+            self._write_response(
+                problem(500, "Internal error", "the gateway failed on this request"), False
+            )
+            return
+        self._write_head_and_body(status, headers, b"".join(chunks), keep_alive)
+
+    def _write_response(self, response: Response, keep_alive: bool) -> None:
+        self._write_head_and_body(
+            response.status_code, list(response.raw_headers), bytes(response.body), keep_alive
+        )
+
+    def _write_head_and_body(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        has_length = False
+        for name, value in headers:
+            if name.lower() == b"content-length":
+                has_length = True
+                lines.append(b"content-length: %d\r\n" % len(body))
+            else:
+                lines.append(name + b": " + value + b"\r\n")
+        if not has_length:
+            lines.append(b"content-length: %d\r\n" % len(body))
+        lines.append(b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n")
+        transport.write(b"".join(lines) + b"\r\n" + body)
+        if keep_alive and self.state != "closed":
+            self.state = "idle"
+            self.deadline = time.monotonic() + KEEPALIVE_TIMEOUT
+            transport.resume_reading()
+        else:
+            self.state = "closed"
+            transport.close()
+
+    def _answer_and_close(self, status: int, title: str, detail: str) -> None:
+        if self.transport is None or self.state == "closed":
+            return
+        self._write_response(problem(status, title, detail), keep_alive=False)
+
+    # -- the sink the hub pushes into ----------------------------------------------------
+
+    def flush(self, sub: Subscription) -> None:
+        """Write what is queued now, unless the socket is full or the coalescing window is open."""
+        if self.paused or self.transport is None:
+            return
+        window = self.settings.coalesce_ms / 1000
+        if window:
+            due = self.last_write + window
+            now = time.monotonic()
+            if now < due:
+                if self.flush_handle is None:
+                    loop = asyncio.get_running_loop()
+                    self.flush_handle = loop.call_at(due, self._flush_due)
+                return
+        self._write(sub.take())
+
+    def _flush_due(self) -> None:
+        self.flush_handle = None
+        sub = self.sub
+        if sub is not None and sub.pending and not self.paused and self.transport is not None:
+            self._write(sub.take())
+
+    def closed(self, sub: Subscription, reason: str) -> None:
+        """The hub ended this stream: cut a slow client at once, send others on their way."""
+        if self.sub is not sub:
+            return
+        self.sub = None
+        transport = self.transport
+        if transport is None:
+            return
+        self.state = "closed"
+        if reason == "slow":
+            transport.abort()  # its socket is full: waiting to flush would wait for it
+            return
+        if reason == "shutdown":
+            spread = int(self.settings.retry * random.uniform(1.0, 3.0))
+            transport.write(encode_retry(spread))
+        transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+            self.last_write = time.monotonic()
+
+    # -- housekeeping -------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Heartbeats, token expiry and the head, body and keep-alive timeouts."""
+        if (
+            self.deadline is not None
+            and now > self.deadline
+            and self.state in ("head", "body", "idle")
+        ):
+            self.abort()
+            return
+        sub = self.sub
+        if sub is None or self.state != "stream":
+            return
+        if self.expires_at is not None and time.time() >= self.expires_at:
+            if not sub.pending:
+                self._write(token_expired_frame())
+            sub.close("token-expired")
+            return
+        quiet = now - self.last_write >= self.settings.heartbeat
+        if quiet and sub.mode is Mode.LIVE and not sub.pending and not self.paused:
+            self._write(encode_heartbeat(sub.safe_offset))
+
+    def shutdown(self) -> None:
+        """Close an idle keep-alive connection; streams are ended by the hub."""
+        if self.state in ("idle", "head") and self.transport is not None:
+            self.state = "closed"
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+__all__ = ["HttpConnection", "StreamServer", "create_app"]

@@ -1,0 +1,158 @@
+"""Fault 6: on a three-node RabbitMQ cluster with the stream replicated on every node, the node
+the gateway is connected to stops; the gateway fails over to the next broker URL, loses nothing.
+
+Booting the cluster takes longer than CI's budget for this suite, so this runs from
+``make faults`` (``HOPCAST_FAULTS_CLUSTER=1``) and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+
+import aiormq
+import pytest
+
+from tests.faults.cluster import Node, RabbitCluster
+from tests.faults.harness import (
+    PATTERNS,
+    GatewayProcess,
+    Pool,
+    Publisher,
+    Subscriber,
+    Timings,
+    assert_exact,
+    caught_up,
+    check_sequence,
+    gateway,
+    read_stream,
+    until,
+    wait_status,
+)
+from tests.support import Names
+
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        os.environ.get("HOPCAST_FAULTS_CLUSTER") != "1",
+        reason="starts a three-node RabbitMQ cluster: set HOPCAST_FAULTS_CLUSTER=1 (make faults)",
+    ),
+]
+
+
+async def test_the_gateway_fails_over_when_its_cluster_node_stops(tmp_path: Path) -> None:
+    timings = Timings()
+    cluster = RabbitCluster(tmp_path / "cluster")
+    names = Names.fresh()  # lives on the cluster, which goes away whole
+    try:
+        await asyncio.to_thread(cluster.start)
+        timings.mark("cluster up")
+        await _declare_replicated_stream(cluster.urls[0], names.stream)
+        await until(lambda: _online_members(cluster, names.stream) == 3, "three stream members")
+        timings.mark("stream on 3 nodes")
+        env = {
+            "HOPCAST_EXCHANGE": names.exchange,
+            "HOPCAST_STREAM": names.stream,
+            "HOPCAST_BROKER": ",".join(cluster.urls),
+            "HOPCAST_AMQP_HEARTBEAT": "2",
+            "HOPCAST_RETRY": "300",
+        }
+        with gateway(env, log_dir=tmp_path) as gw:
+            await wait_status(f"{gw.url}/readyz", 200)
+            timings.mark("gateway ready")
+            await _run_failover(cluster, names, gw, timings)
+    finally:
+        await asyncio.to_thread(cluster.teardown)
+        timings.mark("cluster down")
+    assert not await asyncio.to_thread(cluster.registered)  # nothing of it is left running
+    timings.show("cluster failover")
+
+
+async def _run_failover(
+    cluster: RabbitCluster, names: Names, gw: GatewayProcess, timings: Timings
+) -> None:
+    pool = Pool(gw.url)
+    async with contextlib.AsyncExitStack() as stack:
+        publisher = await stack.enter_async_context(Publisher(names.exchange, cluster.urls))
+        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
+        for sub in subs:
+            await stack.enter_async_context(sub)
+            await sub.wait_started()
+        await publisher.publish(30)
+        await subs[0].wait_count(10)
+        early = subs[0].events[9].id
+        more = [
+            Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
+            Subscriber("since first", pool, ("f.a.*",), since_first=True),
+        ]
+        for sub in more:
+            await stack.enter_async_context(sub)
+        subs += more
+        publisher.start(interval=0.01)
+        await publisher.wait_confirmed(100)
+
+        ports = await asyncio.to_thread(_gateway_ports, cluster, names.stream)
+        assert len(ports) == 1, ports  # reader and publisher on the node it reached first
+        victim = cluster.node_on_port(ports.pop())
+        leader = await asyncio.to_thread(_leader, cluster, names.stream)
+        await asyncio.to_thread(cluster.ctl, victim, "stop_app")
+        cut_at = publisher.confirmed
+        timings.mark(f"stopped {victim.name} (stream leader was {leader})")
+        await subs[0].wait_count(cut_at + 50, timeout=120)
+        timings.mark("flowing again")
+        survivors = [n for n in cluster.nodes if n is not victim]
+        new_leader = await asyncio.to_thread(_leader, cluster, names.stream, survivors[0])
+        timings.mark(f"stream leader now {new_leader}")
+        total = await publisher.stop(more=100)
+        truth = await read_stream([n.url for n in survivors], names.stream, total)
+        after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+        await stack.enter_async_context(after)
+        subs.append(after)
+        await caught_up(subs, truth)
+        timings.mark(f"{total} caught up")
+    check_sequence(truth, total)
+    assert_exact(subs, truth, [gw])
+    assert new_leader != victim.name
+
+
+async def _declare_replicated_stream(url: str, stream: str) -> None:
+    """The stream on all three nodes; the gateway uses an existing stream as it is."""
+    conn = await aiormq.connect(url)
+    try:
+        channel = await conn.channel()
+        await channel.queue_declare(
+            stream,
+            durable=True,
+            arguments={"x-queue-type": "stream", "x-initial-cluster-size": 3},
+        )
+    finally:
+        await conn.close()
+
+
+def _table(cluster: RabbitCluster, *args: str, node: Node | None = None) -> list[list[str]]:
+    target = node if node is not None else cluster.nodes[-1]
+    out = cluster.ctl(target, "--no-table-headers", *args)
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def _online_members(cluster: RabbitCluster, stream: str) -> int:
+    for name, online in _table(cluster, "list_queues", "name", "online"):
+        if name == stream:
+            return online.count("@")
+    return 0
+
+
+def _leader(cluster: RabbitCluster, stream: str, node: Node | None = None) -> str:
+    for name, leader in _table(cluster, "list_queues", "name", "leader", node=node):
+        if name == stream:
+            return leader
+    return "?"
+
+
+def _gateway_ports(cluster: RabbitCluster, stream: str) -> set[int]:
+    """The AMQP ports (so the nodes) the gateway's connections are open on."""
+    rows = _table(cluster, "list_connections", "port", "client_properties")
+    return {int(port) for port, props in rows if f"hopcast {stream} " in props}

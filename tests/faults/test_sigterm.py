@@ -1,0 +1,129 @@
+"""Fault 4: SIGTERM. The gateway ends its streams with a spread-out ``retry:``, stops within its
+grace period, and its clients resume on another instance (same exchange and stream) without loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.faults.harness import (
+    PATTERNS,
+    Pool,
+    Publisher,
+    Subscriber,
+    Timings,
+    assert_exact,
+    caught_up,
+    check_sequence,
+    events_path,
+    gateway,
+    read_stream,
+    wait_status,
+)
+from tests.support import AMQP_URL, Names
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
+
+RETRY_MS = 1000
+GRACE = 3.0
+
+
+async def test_sigterm_sends_clients_to_another_instance_without_loss(
+    names: Names, tmp_path: Path
+) -> None:
+    timings = Timings()
+    env = {
+        **names.env(),
+        "HOPCAST_RETRY": str(RETRY_MS),
+        "HOPCAST_SHUTDOWN_GRACE": str(GRACE),
+    }
+    with (
+        gateway(env, log_dir=tmp_path, label="a") as a,
+        gateway(env, log_dir=tmp_path, label="b") as b,
+    ):
+        await wait_status(f"{a.url}/readyz", 200)
+        await wait_status(f"{b.url}/readyz", 200)
+        pool = Pool(a.url, b.url)  # a load balancer: connections alternate between the two
+        async with contextlib.AsyncExitStack() as stack:
+            publisher = await stack.enter_async_context(Publisher(names.exchange))
+            subs = [
+                Subscriber(f"fresh {'&'.join(p)} #{i}", pool, p) for i in (1, 2) for p in PATTERNS
+            ]
+            for sub in subs:
+                await stack.enter_async_context(sub)
+                await sub.wait_started()
+            await publisher.publish(30)
+            await subs[0].wait_count(10)
+            early = subs[0].events[9].id
+            more = [
+                Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
+                Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
+                Subscriber("since first", pool, ("f.b.x",), since_first=True),
+                Subscriber("since first too", pool, ("f.*.y",), since_first=True),
+            ]
+            for sub in more:
+                await stack.enter_async_context(sub)
+                await sub.wait_for_offset(early + 1)
+            subs += more
+            publisher.start(interval=0.01)
+            await publisher.wait_confirmed(100)
+
+            on_a = [s for s in subs if s.connections[-1].url == a.url]
+            assert len(on_a) >= 5, [s.connections[-1].url for s in subs]
+            pool.drain(a.url)  # the balancer sends new connections elsewhere
+            began = time.monotonic()
+            a.proc.send_signal(signal.SIGTERM)
+            timings.mark("SIGTERM")
+            late = await _subscribe_during_shutdown(a.url)
+            code = await asyncio.to_thread(a.proc.wait, 60)
+            stopped_after = time.monotonic() - began
+            timings.mark(f"stopped ({stopped_after:.1f} s)")
+            for sub in on_a:
+                await sub.wait_connections(2)
+            timings.mark("all resumed on b")
+            total = await publisher.stop(more=100)
+            truth = await read_stream([AMQP_URL], names.stream, total)
+            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+            await stack.enter_async_context(after)
+            subs.append(after)
+            await caught_up(subs, truth)
+            timings.mark(f"{total} caught up")
+        check_sequence(truth, total)
+        assert_exact(subs, truth, [a, b])
+
+        assert code in (0, -signal.SIGTERM), a.log_tail()
+        # a server that waited for its endless streams would never stop; this one ends them
+        assert stopped_after < GRACE + 10, a.log_tail()
+        hints = []
+        for sub in on_a:
+            ended = sub.connections[0]
+            assert ended.ended == "eof", sub.describe()  # ended by the gateway, not broken
+            assert ended.retries[0] == RETRY_MS and len(ended.retries) == 2, ended
+            hints.append(ended.retries[-1])
+            assert sub.connections[1].url == b.url
+        assert all(RETRY_MS <= h <= 3 * RETRY_MS for h in hints), hints
+        assert len(set(hints)) > 1, hints  # spread, so that they do not all come back at once
+        assert late in ("refused", "sent away"), late
+    timings.show(f"SIGTERM (late subscriber: {late}; retry hints {sorted(hints)})")
+
+
+async def _subscribe_during_shutdown(url: str) -> str:
+    """A subscription that arrives once SIGTERM was sent: refused, or told to come back later."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        try:
+            response = await http.get(url + events_path(("f.#",)))
+        except httpx.TimeoutException:
+            return "hung"  # neither refused nor ended: a client left waiting
+        except httpx.TransportError:
+            return "refused"
+    last_line = response.content.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    if response.status_code == 200 and last_line.startswith(b"retry: "):
+        return "sent away"
+    return f"{response.status_code}: {response.content[-200:]!r}"

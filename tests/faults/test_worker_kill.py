@@ -1,0 +1,90 @@
+"""Fault 3: a gateway worker is killed with SIGKILL; its clients resume on another worker."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.faults.harness import (
+    PATTERNS,
+    Pool,
+    Publisher,
+    Subscriber,
+    Timings,
+    assert_exact,
+    caught_up,
+    check_sequence,
+    client_ports,
+    gateway,
+    read_stream,
+    until,
+    wait_status,
+)
+from tests.support import AMQP_URL, Names
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
+
+
+async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_path: Path) -> None:
+    timings = Timings()
+    env = {**names.env(), "HOPCAST_RETRY": "300"}
+    with gateway(env, "--workers", "2", log_dir=tmp_path) as gw:
+        await wait_status(f"{gw.url}/readyz", 200)
+        await until(lambda: len(gw.workers()) == 2, "two workers")
+        pool = Pool(gw.url)
+        async with contextlib.AsyncExitStack() as stack:
+            publisher = await stack.enter_async_context(Publisher(names.exchange))
+            subs = [
+                Subscriber(f"fresh {'&'.join(p)} #{i}", pool, p) for i in (1, 2) for p in PATTERNS
+            ]
+            for sub in subs:
+                await stack.enter_async_context(sub)
+                await sub.wait_started()
+            await publisher.publish(30)
+            await subs[0].wait_count(10)
+            early = subs[0].events[9].id
+            more = [
+                Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
+                Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
+                Subscriber("since first", pool, ("f.a.*",), since_first=True),
+            ]
+            for sub in more:
+                await stack.enter_async_context(sub)
+                await sub.wait_for_offset(early + 1)
+            subs += more
+            publisher.start(interval=0.01)
+            await publisher.wait_confirmed(100)
+
+            served = {pid: client_ports(pid, gw.port) for pid in gw.workers()}
+            victim = max(served, key=lambda pid: len(served[pid]))
+            on_victim = [s for s in subs if s.connections[-1].local_port in served[victim]]
+            assert on_victim, (served, [s.connections[-1].local_port for s in subs])
+            os.kill(victim, signal.SIGKILL)
+            timings.mark(f"killed a worker serving {len(on_victim)} of {len(subs)}")
+            # the supervisor starts another one
+            await until(
+                lambda: len(gw.workers()) == 2 and victim not in gw.workers(), "a new worker"
+            )
+            timings.mark("worker replaced")
+            for sub in on_victim:
+                await sub.wait_connections(2)
+            total = await publisher.stop(more=100)
+            truth = await read_stream([AMQP_URL], names.stream, total)
+            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+            await stack.enter_async_context(after)
+            subs.append(after)
+            await caught_up(subs, truth)
+            timings.mark(f"{total} caught up")
+        check_sequence(truth, total)
+        assert_exact(subs, truth, [gw])
+        for sub in subs:
+            if sub in on_victim:
+                assert sub.connections[0].ended != "", sub.describe()
+                assert len(sub.connections) >= 2, sub.describe()
+            elif sub is not after:
+                assert len(sub.connections) == 1, sub.describe()  # the others never noticed
+    timings.show("worker kill")
