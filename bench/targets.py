@@ -33,6 +33,8 @@ ROOT = BENCH_DIR.parent
 NODE_DIR = BENCH_DIR / "baselines" / "node"
 NCHAN_TEMPLATE = BENCH_DIR / "baselines" / "nchan" / "nginx.conf.template"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+LOGS = BENCH_DIR / "results" / "logs"
+"""Each server's output, one file per start, kept for failure reports."""
 START_TIMEOUT = 120.0
 MAX_FILES = 20_000
 
@@ -158,7 +160,8 @@ class Target:
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
         self._dir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
-        self.log_path = self._dir / "server.log"
+        self.log_path = LOGS / run_id / f"{name}-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         raise NotImplementedError
@@ -231,6 +234,7 @@ class Target:
         # Workers of the group that outlived their parent.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Target:
         return self.start()
@@ -286,7 +290,15 @@ class Hopcast(Target):
             "warning",
             *self.extra,
         ]
-        return argv, {}, ROOT
+        # A load test comes from a few loopback addresses: lift the per-address cap, and
+        # allow what the open-files limit allows (a caller's own HOPCAST_* values win).
+        env = {
+            "HOPCAST_MAX_CONNECTIONS": os.environ.get("HOPCAST_MAX_CONNECTIONS", "19000"),
+            "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS": os.environ.get(
+                "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS", "20000"
+            ),
+        }
+        return argv, env, ROOT
 
     def metrics(self) -> dict[str, float]:
         """The gateway's Prometheus metrics, by name (one worker's view with several)."""

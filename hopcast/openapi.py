@@ -68,8 +68,9 @@ def _responses(settings: Settings) -> Schema:
             "WWW-Authenticate",
         ),
         "NotFound": _problem_response(
-            "No such route: any path not listed here, and /events/{topic} with a line break"
-            " (CR or LF) in the topic, which no route matches."
+            "No such route: any path not listed here; also a topic with a line break (CR or"
+            " LF) in a publish, or in a subscription when the app is mounted in another ASGI"
+            " server (`hopcast serve` answers that subscription 400)."
         ),
         "MethodNotAllowed": _problem_response(
             "The path exists, not with this method (any method not listed here).", "Allow"
@@ -119,7 +120,7 @@ def _resume_parameters() -> list[Schema]:
             "name": "since",
             "in": "query",
             "description": "Without a resume point: `first` (the stream's beginning) or an"
-            " ISO-8601 time (UTC when it names no zone).",
+            " ISO-8601 time (UTC when it names no zone; a time before 1970 means 1970).",
             "schema": {"type": "string"},
             "examples": {
                 "first": {"value": "first"},
@@ -281,6 +282,39 @@ def _publish(settings: Settings) -> Schema:
     return operation
 
 
+def _preflight(operation_id: str) -> Schema:
+    """The CORS preflight (only with --cors-origin); Starlette's CORSMiddleware answers it."""
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    header = {"schema": {"type": "string"}}
+    return {
+        "operationId": operation_id,
+        "summary": "CORS preflight",
+        "tags": ["cors"],
+        "parameters": [
+            {"name": "Origin", "in": "header", "required": True, **header},
+            {"name": "Access-Control-Request-Method", "in": "header", "required": True, **header},
+            {"name": "Access-Control-Request-Headers", "in": "header", **header},
+        ],
+        "responses": {
+            "200": {
+                "description": "A listed origin: credentials allowed.",
+                "headers": {
+                    "Access-Control-Allow-Origin": header,
+                    "Access-Control-Allow-Credentials": header,
+                    "Access-Control-Allow-Methods": header,
+                },
+                "content": text,
+            },
+            "400": {
+                "description": "An origin, method or header that is not allowed (plain text,"
+                " from the CORS middleware, not a problem).",
+                "content": text,
+            },
+            "405": _ref("MethodNotAllowed"),
+        },
+    }
+
+
 def _simple(operation_id: str, summary: str, responses: Schema) -> Schema:
     base: Schema = {"414": _ref("URITooLong"), "431": _ref("HeadersTooLarge")}
     return {
@@ -344,6 +378,9 @@ def document(settings: Settings) -> dict[str, Any]:
             {"200": _json("The OpenAPI document.", {"type": "object"})},
         ),
     }
+    if settings.cors_origin:
+        paths["/events"]["options"] = _preflight("preflight")
+        paths["/events/{topic}"]["options"] = _preflight("preflightPath")
     components: Schema = {
         "schemas": {
             "Problem": {

@@ -76,7 +76,9 @@ def main() -> None:
             print(f"RabbitMQ answers at localhost:5672: using it ({broker})")
         else:
             broker = "memory://"
-            print("RabbitMQ is not reachable at localhost:5672: using the embedded memory:// broker")
+            print(
+                "RabbitMQ is not reachable at localhost:5672: using the embedded broker (memory://)"
+            )
     env = {**os.environ, "HOPCAST_BROKER": broker, "HOPCAST_PORT": port}
     server = subprocess.Popen([sys.executable, "-m", "hopcast", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"

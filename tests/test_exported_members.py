@@ -21,6 +21,7 @@ def test_all_is_sorted_and_complete() -> None:
         "errors",
         "hub",
         "limits",
+        "listener",
         "metrics",
         "openapi",
         "server",

@@ -66,6 +66,12 @@ def body_of(number: int, padding: int = 0) -> bytes:
     return b"%d:" % number + b"x" * padding
 
 
+def number_in(data: str) -> int:
+    """The sequence number an event's data carries (-1 for anything else)."""
+    head = data.split(":", 1)[0]
+    return int(head) if head.isdigit() else -1
+
+
 def topic_matches(pattern: str, topic: str) -> bool:
     """RabbitMQ's topic matching, written out independently of the gateway's trie."""
 
@@ -198,7 +204,7 @@ class Publisher:
             if interval:
                 await asyncio.sleep(interval)
 
-    async def run(self, *, interval: float, limit: int = 5000, deadline: float = 200.0) -> None:
+    async def run(self, *, interval: float, limit: int = 20000, deadline: float = 200.0) -> None:
         """Publish the next numbers until `stop` (or ``limit`` numbers, or ``deadline`` s)."""
         give_up = time.monotonic() + deadline
         while not self._stopping and self.confirmed < limit and time.monotonic() < give_up:
@@ -532,6 +538,12 @@ class Subscriber:
         """Until its ``count``-th connection was opened (it reconnected)."""
         await self._wait(lambda: len(self.connections) >= count, timeout)
 
+    async def wait_number(self, number: int, timeout: float = 60.0) -> None:
+        """Until an event carrying ``number`` or a later one arrived."""
+        await self._wait(
+            lambda: bool(self.events) and number_in(self.events[-1].data) >= number, timeout
+        )
+
     async def wait_caught_up(self, truth: Sequence[Stored], timeout: float = 90.0) -> None:
         expected = self.expected(truth)
         if expected:
@@ -577,9 +589,34 @@ class Subscriber:
         return problems
 
 
-async def caught_up(subscribers: Sequence[Subscriber], truth: Sequence[Stored]) -> None:
+async def flowing(
+    subscribers: Sequence[Subscriber], publisher: Publisher, after: str, timeout: float = 60.0
+) -> None:
+    """Live events reach every subscriber again while publishing goes on (recovery, not a pause).
+
+    Waits for an event numbered 20 beyond what is confirmed now; a healthy gateway
+    gets there in seconds (its reconnect backoff is at most 5 s), so ``timeout`` is
+    generous, and a failure names the scenario's step.
+    """
+    target = publisher.confirmed + 20
+    deadline = time.monotonic() + timeout
+    try:
+        for sub in subscribers:
+            await sub.wait_number(target, max(0.1, deadline - time.monotonic()))
+    except AssertionError as exc:
+        raise AssertionError(
+            f"live events stopped reaching subscribers after {after}: event {target} "
+            f"(published at {publisher.confirmed} now) not seen within {timeout} s: {exc}"
+        ) from None
+
+
+async def caught_up(
+    subscribers: Sequence[Subscriber], truth: Sequence[Stored], timeout: float = 120.0
+) -> None:
     """Wait (generously) until every subscriber received its last expected event."""
-    await asyncio.gather(*(s.wait_caught_up(truth) for s in subscribers))
+    deadline = time.monotonic() + timeout
+    for sub in subscribers:
+        await sub.wait_caught_up(truth, max(0.1, deadline - time.monotonic()))
     await asyncio.sleep(0.5)  # anything sent twice at the end would show up by now
 
 
@@ -747,6 +784,7 @@ class Timings:
 
     def mark(self, name: str) -> None:
         self.marks[name] = round(time.monotonic() - self.began, 2)
+        print(f"  {self.marks[name]:7.2f}s {name}")  # shown with -s, and for a failing test
 
     def show(self, title: str) -> None:
         print(f"{title}: " + ", ".join(f"{k} at {v}s" for k, v in self.marks.items()))

@@ -26,6 +26,7 @@ from tests.faults.harness import (
     assert_exact,
     caught_up,
     check_sequence,
+    flowing,
     gateway,
     read_stream,
     until,
@@ -99,9 +100,8 @@ async def _run_failover(
         victim = cluster.node_on_port(ports.pop())
         leader = await asyncio.to_thread(_leader, cluster, names.stream)
         await asyncio.to_thread(cluster.ctl, victim, "stop_app")
-        cut_at = publisher.confirmed
         timings.mark(f"stopped {victim.name} (stream leader was {leader})")
-        await subs[0].wait_count(cut_at + 50, timeout=120)
+        await flowing(subs, publisher, f"{victim.name} stopped", timeout=120)
         timings.mark("flowing again")
         survivors = [n for n in cluster.nodes if n is not victim]
         new_leader = await asyncio.to_thread(_leader, cluster, names.stream, survivors[0])

@@ -17,6 +17,7 @@ from tests.faults.harness import (
     assert_exact,
     caught_up,
     check_sequence,
+    flowing,
     gateway,
     rabbitmqctl,
     read_stream,
@@ -67,8 +68,9 @@ async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path:
                 await asyncio.to_thread(rabbitmqctl, "start_app")
                 await asyncio.to_thread(rabbitmqctl, "await_startup")
             timings.mark("started again")
+            await flowing(subs, publisher, "the broker came back")
+            timings.mark("flowing again")
             await wait_status(f"{gw.url}/readyz", 200)
-            timings.mark("gateway ready")
             total = await publisher.stop(more=100)
             timings.mark(f"{total} confirmed")
             truth = await read_stream([AMQP_URL], names.stream, total)

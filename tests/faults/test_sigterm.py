@@ -23,6 +23,7 @@ from tests.faults.harness import (
     caught_up,
     check_sequence,
     events_path,
+    flowing,
     gateway,
     read_stream,
     wait_status,
@@ -87,6 +88,7 @@ async def test_sigterm_sends_clients_to_another_instance_without_loss(
             timings.mark(f"stopped ({stopped_after:.1f} s)")
             for sub in on_a:
                 await sub.wait_connections(2)
+            await flowing(subs, publisher, "SIGTERM")
             timings.mark("all resumed on b")
             total = await publisher.stop(more=100)
             truth = await read_stream([AMQP_URL], names.stream, total)

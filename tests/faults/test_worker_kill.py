@@ -19,6 +19,7 @@ from tests.faults.harness import (
     caught_up,
     check_sequence,
     client_ports,
+    flowing,
     gateway,
     read_stream,
     until,
@@ -72,6 +73,8 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
             timings.mark("worker replaced")
             for sub in on_victim:
                 await sub.wait_connections(2)
+            await flowing(subs, publisher, "the worker was killed")
+            timings.mark("flowing again")
             total = await publisher.stop(more=100)
             truth = await read_stream([AMQP_URL], names.stream, total)
             after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
