@@ -24,9 +24,11 @@ pytest:
 	$(PY) -m pytest -q
 
 bench: setup
+	@bench/setup
 	$(PY) -m bench.run
 
 bench-smoke: setup
+	@bench/setup
 	$(PY) -m bench.run --smoke
 
 faults: setup

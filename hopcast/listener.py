@@ -54,6 +54,8 @@ TICK = 1.0
 """Seconds between the sweeps that send heartbeats and enforce the timeouts above."""
 WRITE_HIGH_WATER = 256 * 1024
 """Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
+BACKLOG = 2048
+"""Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
     b"content-type: text/event-stream; charset=utf-8\r\n"
@@ -74,6 +76,9 @@ class StreamServer:
         self._ticker: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
         self._emptied = asyncio.Event()
+        self.coalesce = self.settings.coalesce_ms / 1000
+        self._held: dict[HttpConnection, None] = {}
+        self._held_timer: asyncio.TimerHandle | None = None
 
     @property
     def hub(self) -> Hub:
@@ -84,19 +89,34 @@ class StreamServer:
         """Listen on ``sock`` (a worker's inherited socket) or on the settings' host and port."""
         loop = asyncio.get_running_loop()
         if sock is not None:
-            server = await loop.create_server(lambda: HttpConnection(self), sock=sock)
+            server = await loop.create_server(
+                lambda: HttpConnection(self), sock=sock, backlog=BACKLOG
+            )
         else:
             server = await loop.create_server(
                 lambda: HttpConnection(self),
                 self.settings.host,
                 self.settings.port,
-                backlog=2048,
+                backlog=BACKLOG,
                 reuse_address=True,
             )
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         self._ticker = asyncio.create_task(self._tick(), name="hopcast-listener-tick")
+
+    def hold(self, conn: HttpConnection) -> None:
+        """Flush ``conn`` with everyone else held when the current window ends."""
+        self._held[conn] = None
+        if self._held_timer is None:
+            loop = asyncio.get_running_loop()
+            self._held_timer = loop.call_later(self.coalesce, self._flush_held)
+
+    def _flush_held(self) -> None:
+        self._held_timer = None
+        held, self._held = self._held, {}
+        for conn in held:
+            conn.flush_held()
 
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)
@@ -154,7 +174,6 @@ class HttpConnection(asyncio.Protocol):
         self.sub: Subscription | None = None
         self.paused = False
         self.last_write = 0.0
-        self.flush_handle: asyncio.TimerHandle | None = None
         self.expires_at: float | None = None
         self.release: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -182,8 +201,6 @@ class HttpConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = "closed"
         self.server.forget(self)
-        if self.flush_handle is not None:
-            self.flush_handle.cancel()
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
         sub, self.sub = self.sub, None
@@ -462,22 +479,21 @@ class HttpConnection(asyncio.Protocol):
     # -- the sink the hub pushes into ----------------------------------------------------
 
     def flush(self, sub: Subscription) -> None:
-        """Write what is queued now, unless the socket is full or the coalescing window is open."""
+        """Write what is queued now, unless the socket is full or the coalescing window is open.
+
+        Inside the window the connection joins the server's held set, which one
+        timer per window flushes: a timer per connection would cost more than
+        the writes it saves.
+        """
         if self.paused or self.transport is None:
             return
-        window = self.settings.coalesce_ms / 1000
-        if window:
-            due = self.last_write + window
-            now = time.monotonic()
-            if now < due:
-                if self.flush_handle is None:
-                    loop = asyncio.get_running_loop()
-                    self.flush_handle = loop.call_at(due, self._flush_due)
-                return
+        window = self.server.coalesce
+        if window and time.monotonic() - self.last_write < window:
+            self.server.hold(self)
+            return
         self._write(sub.take())
 
-    def _flush_due(self) -> None:
-        self.flush_handle = None
+    def flush_held(self) -> None:
         sub = self.sub
         if sub is not None and sub.pending and not self.paused and self.transport is not None:
             self._write(sub.take())

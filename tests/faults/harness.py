@@ -250,12 +250,17 @@ class Publisher:
                     )
                 if isinstance(confirm, spec.Basic.Ack):
                     return
-                self.failures.append(f"{number}: {confirm!r}")
+                self._failed(number, repr(confirm))
             except AMQP_ERRORS as exc:
-                self.failures.append(f"{number}: {exc!r}")
+                self._failed(number, repr(exc))
                 await self._drop()
             await asyncio.sleep(0.2)
         raise AssertionError(f"event {number} was never confirmed: {self.failures[-3:]}")
+
+    def _failed(self, number: int, why: str) -> None:
+        self.failures.append(f"{number}: {why}")
+        if len(self.failures) <= 3 or len(self.failures) % 50 == 0:  # shown with -s, or on failure
+            print(f"  publisher: {len(self.failures)} failed attempts; event {number}: {why[:200]}")
 
     async def _ensure_channel(self) -> aiormq.abc.AbstractChannel:
         if self._channel is not None and not self._channel.is_closed:

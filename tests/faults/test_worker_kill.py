@@ -38,6 +38,7 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
     with gateway(env, "--workers", "2", log_dir=tmp_path) as gw:
         await wait_status(f"{gw.url}/readyz", 200)
         await until(lambda: len(gw.workers()) == 2, "two workers")
+        timings.mark("gateway ready")
         pool = Pool(gw.url)
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
@@ -59,6 +60,7 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
                 await stack.enter_async_context(sub)
                 await sub.wait_for_offset(early + 1)
             subs += more
+            timings.mark("subscribers in place")
             publisher.start(interval=0.01)
             await publisher.wait_confirmed(100)
 
@@ -78,7 +80,7 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
                 for sub in on_victim:
                     await sub.wait_connections(seen[sub] + 1)
                 await flowing(subs, publisher, f"worker kill {round_}")
-                timings.mark("flowing again")
+                timings.mark(f"flowing again after kill {round_}")
                 moved.update(on_victim)
             total = await publisher.stop(more=100)
             truth = await read_stream([AMQP_URL], names.stream, total)

@@ -115,3 +115,20 @@ async def test_http_1_0_client_gets_a_closed_connection() -> None:
         assert status == 200 and headers["connection"] == "close"
         assert await reader.read() == b""
         writer.close()
+
+
+async def test_a_coalescing_window_delays_but_keeps_every_event() -> None:
+    from tests.integration.test_gateway import publish_raw
+    from tests.support import Listener, Names
+
+    async with serve_in_loop(settings_for("memory", coalesce_ms=30)) as gw:
+        async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
+            for sub in (a, b):
+                await sub.wait_until(lambda s: s.last_id is not None)
+            for i in range(50):
+                await publish_raw(gw, "memory", Names.fresh(), [(f"c.{i % 2}", b"%d" % i, None)])
+                await asyncio.sleep(0.002)
+            await a.wait_for(50)
+            await b.wait_for(25)
+        assert a.data() == [str(i) for i in range(50)]
+        assert b.data() == [str(i) for i in range(1, 50, 2)]
