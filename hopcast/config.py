@@ -32,7 +32,7 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_RING_SIZE = 10_000
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_PREFETCH = 1000
-DEFAULT_COALESCE_MS = 0.0
+DEFAULT_COALESCE_MS = 20.0
 DEFAULT_AMQP_HEARTBEAT = 10
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
@@ -88,7 +88,10 @@ class Settings(BaseModel):
     )
     coalesce_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         DEFAULT_COALESCE_MS,
-        description="after a write to a client, hold its next one this long, ms (0: at once)",
+        description=(
+            "while the process is busy, hold a client's next write this long after its"
+            " last one, ms (0: never)"
+        ),
     )
     prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")
     amqp_heartbeat: Annotated[int, Field(ge=0)] = Field(

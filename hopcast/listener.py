@@ -54,6 +54,9 @@ TICK = 1.0
 """Seconds between the sweeps that send heartbeats and enforce the timeouts above."""
 WRITE_HIGH_WATER = 256 * 1024
 """Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
+BUSY_ON = 0.5
+BUSY_OFF = 0.25
+"""Share of a core this process uses above which writes coalesce, and below which they stop."""
 BACKLOG = 2048
 """Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
 STREAM_HEAD = (
@@ -76,7 +79,8 @@ class StreamServer:
         self._ticker: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
         self._emptied = asyncio.Event()
-        self.coalesce = self.settings.coalesce_ms / 1000
+        self.coalesce = 0.0
+        """The coalescing window in force: `--coalesce-ms` while the process is busy, else 0."""
         self._held: dict[HttpConnection, None] = {}
         self._held_timer: asyncio.TimerHandle | None = None
 
@@ -120,8 +124,18 @@ class StreamServer:
 
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)
+        window = self.settings.coalesce_ms / 1000
+        cpu, wall = time.process_time(), time.monotonic()
         while True:
             await asyncio.sleep(period)
+            cpu_now, wall_now = time.process_time(), time.monotonic()
+            busy = (cpu_now - cpu) / max(wall_now - wall, 1e-6)
+            cpu, wall = cpu_now, wall_now
+            # Coalesce only under load: an idle gateway sends each event at once.
+            if busy >= BUSY_ON:
+                self.coalesce = window
+            elif busy <= BUSY_OFF:
+                self.coalesce = 0.0
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.tick(now)

@@ -9,19 +9,23 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import (
-    PATTERNS,
-    Pool,
-    Publisher,
-    Subscriber,
     Timings,
-    assert_exact,
-    caught_up,
-    check_sequence,
-    flowing,
     gateway,
     rabbitmqctl,
-    read_stream,
     wait_status,
+)
+from tests.faults.sequence import (
+    PATTERNS,
+    Publisher,
+    check_sequence,
+    read_stream,
+)
+from tests.faults.subscribers import (
+    Pool,
+    Subscriber,
+    assert_exact,
+    caught_up,
+    flowing,
 )
 from tests.support import AMQP_URL, Names
 

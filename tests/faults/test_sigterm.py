@@ -14,19 +14,23 @@ import httpx
 import pytest
 
 from tests.faults.harness import (
-    PATTERNS,
-    Pool,
-    Publisher,
-    Subscriber,
     Timings,
+    gateway,
+    wait_status,
+)
+from tests.faults.sequence import (
+    PATTERNS,
+    Publisher,
+    check_sequence,
+    read_stream,
+)
+from tests.faults.subscribers import (
+    Pool,
+    Subscriber,
     assert_exact,
     caught_up,
-    check_sequence,
     events_path,
     flowing,
-    gateway,
-    read_stream,
-    wait_status,
 )
 from tests.support import AMQP_URL, Names
 

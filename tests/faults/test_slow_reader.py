@@ -11,20 +11,24 @@ import h11
 import pytest
 
 from tests.faults.harness import (
+    Timings,
+    gateway,
+    wait_status,
+)
+from tests.faults.sequence import (
     PATTERNS,
-    Pool,
     Publisher,
+    check_sequence,
+    read_stream,
+)
+from tests.faults.subscribers import (
+    Pool,
     Received,
     SseParser,
     Subscriber,
-    Timings,
     assert_exact,
     caught_up,
-    check_sequence,
     events_path,
-    gateway,
-    read_stream,
-    wait_status,
 )
 from tests.support import AMQP_URL, Names
 

@@ -11,21 +11,25 @@ from pathlib import Path
 import pytest
 
 from tests.faults.harness import (
-    PATTERNS,
     GatewayProcess,
-    Pool,
-    Publisher,
-    Subscriber,
     Timings,
-    assert_exact,
-    caught_up,
-    check_sequence,
     client_ports,
-    flowing,
     gateway,
-    read_stream,
     until,
     wait_status,
+)
+from tests.faults.sequence import (
+    PATTERNS,
+    Publisher,
+    check_sequence,
+    read_stream,
+)
+from tests.faults.subscribers import (
+    Pool,
+    Subscriber,
+    assert_exact,
+    caught_up,
+    flowing,
 )
 from tests.support import AMQP_URL, Names
 

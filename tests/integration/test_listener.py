@@ -117,11 +117,15 @@ async def test_http_1_0_client_gets_a_closed_connection() -> None:
         writer.close()
 
 
-async def test_a_coalescing_window_delays_but_keeps_every_event() -> None:
+async def test_a_coalescing_window_delays_but_keeps_every_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from tests.integration.test_gateway import publish_raw
     from tests.support import Listener, Names
 
-    async with serve_in_loop(settings_for("memory", coalesce_ms=30)) as gw:
+    monkeypatch.setattr(listener, "BUSY_ON", 0.0)  # as if the process were busy
+    async with serve_in_loop(settings_for("memory", coalesce_ms=30, heartbeat=0.2)) as gw:
+        await asyncio.sleep(0.3)  # a sweep turns the window on
         async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
             for sub in (a, b):
                 await sub.wait_until(lambda s: s.last_id is not None)
