@@ -32,4 +32,4 @@ bench-smoke: setup
 	$(PY) -m bench.run --smoke
 
 faults: setup
-	$(PY) -m pytest -q tests/faults -m "cluster"
+	HOPCAST_FAULTS_CLUSTER=1 $(PY) -m pytest -q tests/faults -m cluster

@@ -41,6 +41,9 @@ PUBLISH_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 TAIL_FIRST_WAIT = 0.5
 TAIL_IDLE_WAIT = 0.1
+TAIL_MAX_READ = 1.0
+"""Seconds a tail probe reads at most: while publishers publish, deliveries never pause,
+and an offset read within the last second is tail enough (it is a hint and a floor)."""
 BACKOFF_MAX = 5.0
 MAX_TAIL_SKIPS = 100
 
@@ -232,11 +235,13 @@ class AmqpBroker:
         return last
 
     async def _read_to_idle(self, start: StartAt | Literal["last"], last: int | None) -> int | None:
+        """Read until deliveries pause, or for at most `TAIL_MAX_READ` under steady publishing."""
         reader = AmqpReader(self, start, "tail")
+        give_up = asyncio.get_running_loop().time() + TAIL_MAX_READ
         async with reader:
             batches = reader.__aiter__()
             wait = TAIL_FIRST_WAIT
-            while True:
+            while last is None or asyncio.get_running_loop().time() < give_up:
                 try:
                     async with asyncio.timeout(wait):
                         batch = await anext(batches)
@@ -246,6 +251,7 @@ class AmqpBroker:
                     raise _PartialTail(last) from None
                 last = batch[-1].offset
                 wait = TAIL_IDLE_WAIT
+        return last
 
     async def aclose(self) -> None:
         self._closed = True

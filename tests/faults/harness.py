@@ -24,8 +24,6 @@ import httpx
 
 from tests.support import AMQP_URL, free_port
 
-# -- the gateway as a child process --------------------------------------------------------------
-
 
 class GatewayProcess:
     """``python -m hopcast serve`` in a child process, its log in a file for failure reports."""

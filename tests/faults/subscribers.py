@@ -25,8 +25,6 @@ import httpx
 from tests.faults.harness import GatewayProcess
 from tests.faults.sequence import Publisher, Stored, number_in, topic_matches
 
-# -- subscribers ------------------------------------------------------------------------------
-
 
 class SseParser:
     """The WHATWG event-stream parser: a field per line, a block per blank line.
