@@ -364,3 +364,27 @@ def assert_exact(
     if problems:
         logs = "\n".join(f"--- {g.label} log ---\n{g.log_tail()}" for g in gateways)
         raise AssertionError("\n".join(problems) + "\n" + logs)
+
+
+async def open_fresh(
+    stack: contextlib.AsyncExitStack,
+    pool: Pool,
+    publisher: Publisher,
+    patterns: Sequence[Sequence[str]],
+    copies: int = 1,
+) -> tuple[list[Subscriber], int]:
+    """Fresh subscribers (``copies`` per pattern set), 30 events published; the 10th's id.
+
+    Every scenario starts so: the id is where its resuming subscribers start.
+    """
+    subs = [
+        Subscriber(f"fresh {'&'.join(p)}" + (f" #{i}" if copies > 1 else ""), pool, tuple(p))
+        for i in range(1, copies + 1)
+        for p in patterns
+    ]
+    for sub in subs:
+        await stack.enter_async_context(sub)
+        await sub.wait_started()
+    await publisher.publish(30)
+    await subs[0].wait_count(10)
+    return subs, subs[0].events[9].id

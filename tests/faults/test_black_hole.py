@@ -32,6 +32,7 @@ from tests.faults.subscribers import (
     assert_exact,
     caught_up,
     flowing,
+    open_fresh,
 )
 from tests.support import AMQP_URL, Names
 
@@ -60,13 +61,7 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
         await wait_status(f"{gw.url}/readyz", 200)
         pool = Pool(gw.url)
         publisher = await stack.enter_async_context(Publisher(names.exchange))
-        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
-        for sub in subs:
-            await stack.enter_async_context(sub)
-            await sub.wait_started()
-        await publisher.publish(30)
-        await subs[0].wait_count(10)
-        early = subs[0].events[9].id
+        subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
         more = [
             Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
             Subscriber("since first", pool, ("f.c.*",), since_first=True),

@@ -35,6 +35,7 @@ from tests.faults.subscribers import (
     assert_exact,
     caught_up,
     flowing,
+    open_fresh,
 )
 from tests.support import Names
 
@@ -82,13 +83,7 @@ async def _run_failover(
     pool = Pool(gw.url)
     async with contextlib.AsyncExitStack() as stack:
         publisher = await stack.enter_async_context(Publisher(names.exchange, cluster.urls))
-        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
-        for sub in subs:
-            await stack.enter_async_context(sub)
-            await sub.wait_started()
-        await publisher.publish(30)
-        await subs[0].wait_count(10)
-        early = subs[0].events[9].id
+        subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
         more = [
             Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
             Subscriber("since first", pool, ("f.a.*",), since_first=True),

@@ -26,6 +26,7 @@ from tests.faults.subscribers import (
     assert_exact,
     caught_up,
     flowing,
+    open_fresh,
 )
 from tests.support import AMQP_URL, Names
 
@@ -38,15 +39,9 @@ async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path:
     with gateway(env, log_dir=tmp_path) as gw:
         await wait_status(f"{gw.url}/readyz", 200)
         pool = Pool(gw.url)
-        subs = [Subscriber(f"fresh {'&'.join(p)}", pool, p) for p in PATTERNS]
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
-            for sub in subs:
-                await stack.enter_async_context(sub)
-                await sub.wait_started()
-            await publisher.publish(30)
-            await subs[0].wait_count(10)
-            early = subs[0].events[9].id
+            subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
             # resuming and replaying subscribers, joined before the fault
             more = [
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),

@@ -31,6 +31,7 @@ from tests.faults.subscribers import (
     caught_up,
     events_path,
     flowing,
+    open_fresh,
 )
 from tests.support import AMQP_URL, Names
 
@@ -58,15 +59,7 @@ async def test_sigterm_sends_clients_to_another_instance_without_loss(
         pool = Pool(a.url, b.url)  # a load balancer: connections alternate between the two
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
-            subs = [
-                Subscriber(f"fresh {'&'.join(p)} #{i}", pool, p) for i in (1, 2) for p in PATTERNS
-            ]
-            for sub in subs:
-                await stack.enter_async_context(sub)
-                await sub.wait_started()
-            await publisher.publish(30)
-            await subs[0].wait_count(10)
-            early = subs[0].events[9].id
+            subs, early = await open_fresh(stack, pool, publisher, PATTERNS, copies=2)
             more = [
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
                 Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),

@@ -30,6 +30,7 @@ from tests.faults.subscribers import (
     assert_exact,
     caught_up,
     flowing,
+    open_fresh,
 )
 from tests.support import AMQP_URL, Names
 
@@ -46,15 +47,7 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
         pool = Pool(gw.url)
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
-            subs = [
-                Subscriber(f"fresh {'&'.join(p)} #{i}", pool, p) for i in (1, 2) for p in PATTERNS
-            ]
-            for sub in subs:
-                await stack.enter_async_context(sub)
-                await sub.wait_started()
-            await publisher.publish(30)
-            await subs[0].wait_count(10)
-            early = subs[0].events[9].id
+            subs, early = await open_fresh(stack, pool, publisher, PATTERNS, copies=2)
             more = [
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
                 Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
