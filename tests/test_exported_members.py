@@ -27,5 +27,6 @@ def test_all_is_sorted_and_complete() -> None:
         "server",
         "sse",
         "topics",
+        "trie",
     }
     assert public - modules == set(exported)

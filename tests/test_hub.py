@@ -7,8 +7,9 @@ from hypothesis import strategies as st
 
 from hopcast.broker.memory import MemoryBroker
 from hopcast.config import Settings
-from hopcast.hub import Hub, PatternTrie, Subscription
+from hopcast.hub import Hub, Subscription
 from hopcast.topics import Pattern
+from hopcast.trie import PatternTrie
 
 WORDS = st.sampled_from(["a", "b", "c"])
 PATTERN_WORDS = st.sampled_from(["a", "b", "*", "#"])
