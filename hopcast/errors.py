@@ -46,14 +46,6 @@ class PublishNotConfirmed(BrokerUnavailable):
     """The broker nacked a publish, or returned it as unroutable."""
 
 
-class UndecodableMessage(BrokerUnavailable):
-    """A stream message the AMQP client could not parse (say, a non-UTF-8 ``type``) broke a read.
-
-    The client library drops the whole connection on such a frame; the reader
-    has to step over the message to make progress.
-    """
-
-
 class SubscriptionClosed(HopcastError):
     """A subscription was closed by the gateway; `reason` says why."""
 

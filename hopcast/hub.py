@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 from hopcast.broker import Broker, Message, StartAt
 from hopcast.broker.memory import MemoryBroker
 from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable, SubscriptionClosed, UndecodableMessage
+from hopcast.errors import BrokerUnavailable, SubscriptionClosed
 from hopcast.sse import MISSED, encode_gateway_event, encode_message
 from hopcast.topics import Pattern
 from hopcast.trie import PatternTrie
@@ -268,26 +268,16 @@ class _CatchUp:
         hub = self.hub
         await asyncio.sleep(CATCHUP_GATHER)
         delay = BACKOFF_START
-        skip = 0
         hub.stats.catchup_readers += 1
         try:
             while self.members:
-                start: StartAt = self.start if self.position is None else self.position + 1 + skip
+                start: StartAt = self.start if self.position is None else self.position + 1
                 try:
                     async with hub.broker.read(start, purpose="catch-up") as reader:
                         async for batch in reader:
-                            if skip and self.position is not None:
-                                _log_skipped(self.position, batch[0].offset)
-                            skip = 0
                             if await self._feed(batch):
                                 return
                             delay = BACKOFF_START
-                except UndecodableMessage as exc:
-                    if self.position is None:
-                        # the very first message is undecodable: step over it from the start
-                        self.position = self.start - 1 if isinstance(self.start, int) else None
-                    skip += 1
-                    log.warning("catch-up reader: %s; stepping over it", exc)
                 except BrokerUnavailable as exc:
                     log.warning("catch-up reader: %s; retrying in %.1f s", exc, delay)
                     await asyncio.sleep(delay)
@@ -415,26 +405,18 @@ class Hub:
     async def _run_reader(self) -> None:
         delay = BACKOFF_START
         start: StartAt | None = None
-        skip = 0
         while True:
             try:
                 await self.broker.start()  # idempotent; recreates a deleted stream
                 if start is None:
                     start = await self._learn_tail()
-                elif not skip:
+                else:
                     start = await self._check_reset(start)
                 async with self.broker.read(start, purpose="live") as reader:
                     self.reader_running = True
                     delay = BACKOFF_START
-                    try:
-                        async for batch in reader:
-                            if skip:
-                                _log_skipped(self.position, batch[0].offset)
-                                skip = 0
-                            await self._dispatch_sliced(batch)
-                    except UndecodableMessage as exc:
-                        skip += 1
-                        log.warning("stream reader: %s; stepping over it", exc)
+                    async for batch in reader:
+                        await self._dispatch_sliced(batch)
             except BrokerUnavailable as exc:
                 log.warning("stream reader: %s; reconnecting in %.1f s", exc, delay)
             finally:
@@ -443,7 +425,7 @@ class Hub:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(BACKOFF_MAX, delay * 2)
             if start is not None:
-                start = self.position + 1 + skip
+                start = self.position + 1
 
     async def _dispatch_sliced(self, batch: Sequence[Message]) -> None:
         for i in range(0, len(batch), DISPATCH_SLICE):
@@ -455,10 +437,7 @@ class Hub:
         """After a reconnect: a tail behind our position means the stream was recreated."""
         if self.position < 0:
             return start
-        try:
-            tail = await self.broker.tail()
-        except UndecodableMessage:
-            return start  # cannot tell; a recreated stream holds no such message yet
+        tail = await self.broker.tail()
         if tail is None or tail < self.position:
             return self._on_stream_reset(tail)
         return start
@@ -596,15 +575,6 @@ class Hub:
         self._subscriptions.discard(sub)
         if sub.mode is Mode.LIVE:
             self._trie.remove(sub)
-
-
-def _log_skipped(position: int, first: int) -> None:
-    if first > position + 1:
-        log.error(
-            "offsets %d-%d could not be decoded by the AMQP client and were skipped",
-            position + 1,
-            first - 1,
-        )
 
 
 def _offset_of(event: Event) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiormq
@@ -22,8 +22,9 @@ import aiormq.abc
 from pamqp import commands as spec
 
 from hopcast.broker import Message, StartAt
+from hopcast.broker.consumer import StreamConsumer
 from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable, PublishNotConfirmed, UndecodableMessage
+from hopcast.errors import BrokerUnavailable, PublishNotConfirmed
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 """What a broken or refused connection can raise from aiormq."""
 
 PUBLISH_TIMEOUT = 10.0
+DECLARE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 TAIL_FIRST_WAIT = 0.5
 TAIL_IDLE_WAIT = 0.1
@@ -45,7 +47,7 @@ TAIL_MAX_READ = 1.0
 """Seconds a tail probe reads at most: while publishers publish, deliveries never pause,
 and an offset read within the last second is tail enough (it is a hint and a floor)."""
 BACKOFF_MAX = 5.0
-MAX_TAIL_SKIPS = 100
+_T = TypeVar("_T")
 
 
 def _safe_url(url: str) -> str:
@@ -84,17 +86,6 @@ def _offset_argument(start: StartAt | Literal["last"]) -> Any:
     raise TypeError(f"not a stream offset: {start!r}")
 
 
-def to_message(delivered: aiormq.abc.DeliveredMessage) -> Message:
-    props = delivered.header.properties
-    headers = props.headers or {}
-    delivery = delivered.delivery
-    offset = headers["x-stream-offset"]
-    if not isinstance(offset, int):
-        raise BrokerUnavailable(f"a delivery without an integer x-stream-offset: {offset!r}")
-    topic = delivery.routing_key if isinstance(delivery, spec.Basic.Deliver) else None
-    return Message(offset, topic or "", props.message_type, delivered.body)
-
-
 class AmqpBroker:
     """The RabbitMQ broker: one connection per process, failing over across URLs."""
 
@@ -116,12 +107,16 @@ class AmqpBroker:
         delay = 0.2
         while True:
             try:
-                await self._declare()
+                async with asyncio.timeout(DECLARE_TIMEOUT):
+                    await _survive_drop(self._declare())
                 return
+            except TimeoutError:
+                self._discard()  # a link that went silent: the next try opens another
+                log.warning("waiting for RabbitMQ: no answer in %.0f s", DECLARE_TIMEOUT)
             except BrokerUnavailable as exc:
                 log.warning("waiting for RabbitMQ: %s; retrying in %.1f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+            await asyncio.sleep(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
 
     async def _declare(self) -> None:
         s = self._settings
@@ -166,12 +161,19 @@ class AmqpBroker:
             return conn
 
     async def _open(self, purpose: str) -> aiormq.abc.AbstractConnection:
-        """A new connection, trying each broker URL in turn from the last one that worked.
+        """A new aiormq connection (declaring, publishing)."""
+        return await self._try_urls(lambda url: aiormq.connect(_named(url, purpose)), purpose)
 
-        Every reader has a connection of its own: the AMQP client drops a whole
-        connection on a frame it cannot parse, and that must break only the
-        read that met it.
-        """
+    def _discard(self) -> None:
+        """Forget the shared connection (it stopped answering) and close it in the background."""
+        conn, self._connection = self._connection, None
+        self._publish_channel = None
+        if conn is not None and not conn.is_closed:
+            task = asyncio.get_running_loop().create_task(conn.close())
+            task.add_done_callback(_ignore_failure)
+
+    async def _try_urls(self, connect: Callable[[str], Awaitable[_T]], purpose: str) -> _T:
+        """Connect to each broker URL in turn, from the last one that worked."""
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
         errors = []
@@ -179,17 +181,20 @@ class AmqpBroker:
             url = self._urls[self._url_index]
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
-                    conn = await aiormq.connect(_named(url, purpose))
+                    connection = await connect(url)
             except CONNECTION_ERRORS as exc:
                 errors.append(f"{_safe_url(url)}: {exc!r}")
                 self._url_index = (self._url_index + 1) % len(self._urls)
                 continue
             level = logging.DEBUG if purpose in ("tail", "catch-up") else logging.INFO
             log.log(level, "connected to %s (%s)", _safe_url(url), purpose)
-            return conn
+            return connection
         raise BrokerUnavailable("; ".join(errors))
 
     async def publish(self, topic: str, body: bytes, event: str | None) -> None:
+        await _survive_drop(self._publish(topic, body, event))
+
+    async def _publish(self, topic: str, body: bytes, event: str | None) -> None:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 channel = self._publish_channel
@@ -205,6 +210,9 @@ class AmqpBroker:
                 )
         except aiormq.exceptions.PublishError as exc:
             raise PublishNotConfirmed("the broker returned the message as unroutable") from exc
+        except TimeoutError as exc:
+            self._discard()
+            raise BrokerUnavailable("publish failed: the broker did not answer in time") from exc
         except CONNECTION_ERRORS as exc:
             raise BrokerUnavailable(f"publish failed: {exc!r}") from exc
         if not isinstance(result, spec.Basic.Ack):
@@ -214,29 +222,9 @@ class AmqpBroker:
         return AmqpReader(self, start, purpose)
 
     async def tail(self) -> int | None:
-        """Learn the last offset by reading from ``last`` (the start of the last chunk).
-
-        A message the AMQP client cannot parse breaks the read; when an offset
-        before it is known, the read goes on past it.
-        """
+        """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
+        reader = AmqpReader(self, "last", "tail")
         last: int | None = None
-        start: StartAt | Literal["last"] = "last"
-        for _ in range(MAX_TAIL_SKIPS):
-            try:
-                return await self._read_to_idle(start, last)
-            except _PartialTail as partial:
-                if partial.last is None:
-                    raise UndecodableMessage(
-                        "the stream's last chunk starts with a message the AMQP client "
-                        "cannot parse; its tail is unknown until the next publish"
-                    ) from None
-                last = partial.last
-                start = last + 2
-        return last
-
-    async def _read_to_idle(self, start: StartAt | Literal["last"], last: int | None) -> int | None:
-        """Read until deliveries pause, or for at most `TAIL_MAX_READ` under steady publishing."""
-        reader = AmqpReader(self, start, "tail")
         give_up = asyncio.get_running_loop().time() + TAIL_MAX_READ
         async with reader:
             batches = reader.__aiter__()
@@ -247,8 +235,6 @@ class AmqpBroker:
                         batch = await anext(batches)
                 except TimeoutError:
                     return last
-                except UndecodableMessage:
-                    raise _PartialTail(last) from None
                 last = batch[-1].offset
                 wait = TAIL_IDLE_WAIT
         return last
@@ -263,44 +249,55 @@ class AmqpBroker:
                 log.debug("closing the connection failed", exc_info=True)
 
 
+async def _survive_drop(call: Coroutine[Any, Any, None]) -> None:
+    """Await an aiormq call in a task of its own.
+
+    When aiormq drops a connection that stopped answering, it cancels whatever
+    waits on it; that must fail the call, not cancel the task that made it.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and current is not None and not current.cancelling():
+            raise BrokerUnavailable("the connection was dropped (no heartbeat)") from None
+        task.cancel()
+        raise
+
+
+def _ignore_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("closing a silent connection failed", exc_info=task.exception())
+
+
 class AmqpReader:
-    """One stream consumer on its own channel; iterate it for batches in offset order."""
+    """One stream consumer on a connection of its own; iterate it for batches in offset order.
+
+    Every reader has a connection of its own, so that a slow or failing read
+    (a catch-up, a tail probe) never holds up the live one.
+    """
 
     def __init__(self, broker: AmqpBroker, start: StartAt | Literal["last"], purpose: str) -> None:
         self._broker = broker
         self._start = _offset_argument(start)
         self._purpose = purpose
-        self._buffer: list[aiormq.abc.DeliveredMessage] = []
-        self._arrived = asyncio.Event()
-        self._cancelled = False
-        self._channel: aiormq.abc.AbstractChannel | None = None
-        self._connection: aiormq.abc.AbstractConnection | None = None
-
-    def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
-        # Runs as its own task in aiormq: append before any await keeps the order.
-        self._buffer.append(message)
-        self._arrived.set()
-
-    def _on_cancel(self, consumer_tag: str | None) -> None:
-        # The broker cancels a stream consumer when the stream is deleted.
-        self._cancelled = True
-        self._arrived.set()
+        self._consumer: StreamConsumer | None = None
 
     async def __aenter__(self) -> AmqpReader:
         broker = self._broker
-        try:
-            conn = self._connection = await broker._open(self._purpose)
-            channel = self._channel = await conn.channel(publisher_confirms=False)
-            channel.on_consumer_cancel_callbacks.add(self._on_cancel)  # type: ignore[arg-type]
-            await channel.basic_qos(prefetch_count=broker._settings.prefetch)
-            await channel.basic_consume(
-                broker._settings.stream,
-                self._on_message,  # type: ignore[arg-type]
-                arguments={"x-stream-offset": self._start},
+        settings = broker._settings
+
+        def consume(url: str) -> Awaitable[StreamConsumer]:
+            return StreamConsumer.open(
+                _named(url, self._purpose),
+                settings.stream,
+                self._start,
+                prefetch=settings.prefetch,
+                timeout=CONNECT_TIMEOUT,
             )
-        except CONNECTION_ERRORS as exc:
-            await self._close_channel()
-            raise BrokerUnavailable(f"stream consumer ({self._purpose}) failed: {exc!r}") from exc
+
+        self._consumer = await broker._try_urls(consume, self._purpose)
         return self
 
     async def __aexit__(
@@ -309,48 +306,16 @@ class AmqpReader:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close_channel()
-
-    async def _close_channel(self) -> None:
-        conn, self._connection = self._connection, None
-        self._channel = None
-        if conn is not None and not conn.is_closed:
-            try:
-                await asyncio.wait_for(conn.close(), 2)
-            except CONNECTION_ERRORS:
-                log.debug("closing a reader's connection failed", exc_info=True)
-
-    def _raise_for_close(self, closing: asyncio.Future[Any]) -> None:
-        reason = closing.exception() if closing.done() and not closing.cancelled() else None
-        if isinstance(reason, aiormq.exceptions.InvalidFrameError):
-            raise UndecodableMessage(f"stream consumer ({self._purpose}): {reason}")
-        lost = "was cancelled (stream deleted?)" if self._cancelled else "lost its channel"
-        raise BrokerUnavailable(f"stream consumer ({self._purpose}) {lost}")
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.aclose()
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
-        channel = self._channel
-        if channel is None:
+        consumer = self._consumer
+        if consumer is None:
             raise BrokerUnavailable("the reader is not open")
-        closing = channel.closing
-        while True:
-            if not self._buffer:
-                self._arrived.clear()
-                waiter = asyncio.ensure_future(self._arrived.wait())
-                try:
-                    await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                if not self._buffer:
-                    self._raise_for_close(closing)
-            batch, self._buffer = self._buffer, []
-            try:
-                await channel.basic_ack(batch[-1].delivery_tag or 0, multiple=True, wait=False)
-            except CONNECTION_ERRORS as exc:
-                raise BrokerUnavailable(f"acknowledging failed: {exc!r}") from exc
-            yield [to_message(m) for m in batch]
-
-
-class _PartialTail(Exception):
-    def __init__(self, last: int | None) -> None:
-        super().__init__(last)
-        self.last = last
+        try:
+            async for batch in consumer:
+                yield batch
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"stream consumer ({self._purpose}): {exc}") from None
