@@ -210,3 +210,14 @@ async def test_the_broker_closing_or_cancelling_ends_the_read(consumer: StreamCo
     cancelled.data_received(wire.encode_method(1, wire.BASIC_CANCEL, wire.shortstr("t") + b"\0"))
     with pytest.raises(BrokerUnavailable, match="cancelled"):
         await take(cancelled)
+
+
+async def test_acks_go_once_a_quarter_of_the_credit_is_taken(consumer: StreamConsumer) -> None:
+    consumer._ack_every = 4  # as for a prefetch of 16
+    sent = consumer._transport.sent  # type: ignore[union-attr]
+    feed(consumer, b"".join(delivery(t, b"x", offset=t) for t in (1, 2, 3)), 1 << 20)
+    assert len(await take(consumer)) == 3
+    assert not sent
+    feed(consumer, b"".join(delivery(t, b"x", offset=t) for t in (4, 5)), 1 << 20)
+    assert len(await take(consumer)) == 2
+    assert sent == [wire.encode_ack(1, 5)]  # one ack for all five

@@ -3,9 +3,9 @@
 Reading the stream is the gateway's hot path: every event passes here once.
 `StreamConsumer` is an asyncio protocol that parses deliveries straight from
 the socket's bytes into `Message` values, in batches of whatever one read
-holds, and acknowledges a batch with one ``basic.ack`` (``multiple``) when the
-hub takes it: the acks are the stream's credit, so an unread backlog stops
-the broker at ``prefetch`` messages. A message it cannot decode (no integer
+holds, and acknowledges with one ``basic.ack`` (``multiple``) once the hub has
+taken a quarter of the prefetch: the acks are the stream's credit, so an
+unread backlog stops the broker at ``prefetch`` messages. A message it cannot decode (no integer
 ``x-stream-offset``, a routing key or ``type`` that is not UTF-8) is
 acknowledged, logged and stepped over; the read goes on.
 
@@ -46,7 +46,7 @@ CLIENT_PROPERTIES = {
 }
 CHANNEL = 1
 ACK_SHARE = 4
-"""Acknowledge once a quarter of the prefetch is taken, and whenever the reader is idle."""
+"""Acknowledge once a quarter of the prefetch is taken."""
 
 
 class StreamConsumer(asyncio.Protocol):
@@ -208,22 +208,19 @@ class StreamConsumer(asyncio.Protocol):
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
         while True:
+            # Acknowledging a quarter of the credit at a time leaves the broker
+            # three quarters to send with, so it never waits on us for credit.
+            if self._received_tag - self._acked_tag >= self._ack_every:
+                self._acked_tag = self._received_tag
+                self._send(wire.encode_ack(CHANNEL, self._acked_tag))
             if not self._messages:
-                self._acknowledge()  # before waiting: the broker must never run out of credit
                 if self._error is not None:
                     raise self._error
                 self._waiter = self._loop.create_future()
                 await self._waiter
                 continue
             batch, self._messages = self._messages, []
-            if self._received_tag - self._acked_tag >= self._ack_every:
-                self._acknowledge()
             yield batch
-
-    def _acknowledge(self) -> None:
-        if self._received_tag != self._acked_tag:
-            self._acked_tag = self._received_tag
-            self._send(wire.encode_ack(CHANNEL, self._acked_tag))
 
     # -- asyncio.Protocol --------------------------------------------------------
 
