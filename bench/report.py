@@ -214,6 +214,15 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                 ("aio-pika, ack per message", ingest.reference_events_per_s or None),
             )
         )
+        rows.append(
+            Row(
+                "ingest: CPU per event (us)",
+                LOWER,
+                ingest.cpu_us_per_event,
+                {},
+                ("aio-pika, ack per message", ingest.reference_cpu_us_per_event),
+            )
+        )
     for catchup in results.get("catch-up", []):
         rows.append(
             Row(

@@ -307,6 +307,7 @@ class Ingest:
     events_per_s: float = 0.0
     cpu_us_per_event: float | None = None
     reference_events_per_s: float = 0.0
+    reference_cpu_us_per_event: float | None = None
     reference: str = "aio-pika consumer, one ack per message"
     errors: list[str] = field(default_factory=list)
 
@@ -360,6 +361,8 @@ def ingest_reference(run: Run, backlog: Backlog, out: Ingest) -> None:
     """The plain aio-pika consumer on the same stream, in a process of its own."""
     reference = aio_pika_ingest(run.broker.url, backlog.stream, backlog.head + backlog.behind)
     out.reference_events_per_s = round(reference.rate)
+    if reference.events > 0:
+        out.reference_cpu_us_per_event = round(reference.cpu_seconds / reference.events * 1e6, 2)
     if reference.error:
         out.errors.append(f"aio-pika consumer: {reference.error}")
 

@@ -137,6 +137,7 @@ class IngestResult:
     events: int
     seconds: float
     error: str | None = None
+    cpu_seconds: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -153,10 +154,12 @@ async def _aio_pika_ingest(url: str, stream: str, expected: int, limit: float) -
         nonlocal count
         if not count:
             stamps["first"] = time.perf_counter()
+            stamps["cpu first"] = time.process_time()
         count += 1
         await message.ack()
         if count >= expected:
             stamps["last"] = time.perf_counter()
+            stamps["cpu last"] = time.process_time()
             done.set()
 
     try:
@@ -169,10 +172,15 @@ async def _aio_pika_ingest(url: str, stream: str, expected: int, limit: float) -
                 await done.wait()
         except TimeoutError:
             stamps["last"] = time.perf_counter()
+            stamps["cpu last"] = time.process_time()
     finally:
         await connection.close()
     # The first message's own handling is not timed: count it out.
-    return IngestResult(count - 1, stamps.get("last", 0.0) - stamps.get("first", 0.0))
+    return IngestResult(
+        count - 1,
+        stamps.get("last", 0.0) - stamps.get("first", 0.0),
+        cpu_seconds=stamps.get("cpu last", 0.0) - stamps.get("cpu first", 0.0),
+    )
 
 
 def _ingest_main(

@@ -70,6 +70,7 @@ class Subscription:
     __slots__ = (
         "_frames",
         "_hub",
+        "_limit",
         "_room",
         "_wake",
         "after",
@@ -86,6 +87,7 @@ class Subscription:
         self, hub: Hub, patterns: Sequence[Pattern], after: int | None, since: Since | None
     ) -> None:
         self._hub = hub
+        self._limit = hub.settings.queue_size
         self.patterns = tuple(patterns)
         self.after = after
         self.since = since
@@ -114,7 +116,7 @@ class Subscription:
         self.cursor = offset
         frames = self._frames
         frames.append(frame)
-        if len(frames) > self._hub.settings.queue_size and self.mode is Mode.LIVE:
+        if len(frames) > self._limit and self.mode is Mode.LIVE:
             self._hub.stats.slow_disconnects += 1
             self.close("slow")
             if self.on_cut is not None:

@@ -56,7 +56,11 @@ WRITE_HIGH_WATER = 256 * 1024
 """Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
 BUSY_ON = 0.5
 BUSY_OFF = 0.25
-"""Share of a core this process uses above which writes coalesce, and below which they stop."""
+"""Share of a core the gateway uses above which writes coalesce, and below which they stop.
+
+With ``--workers N`` each process counts N times its own share: the workers
+take a like share of the connections, and it is the gateway's CPU that is short.
+"""
 BACKLOG = 2048
 """Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
 STREAM_HEAD = (
@@ -66,6 +70,23 @@ STREAM_HEAD = (
     b"x-accel-buffering: no\r\n"
     b"connection: close\r\n"
 )
+
+
+def coalescing_window(share: float, workers: int, current: float, window: float) -> float:
+    """The window to use when this process took ``share`` of a core since the last sweep.
+
+    Coalesce only under load (an idle gateway sends each event at once), with
+    hysteresis between `BUSY_OFF` and `BUSY_ON`.
+
+    >>> coalescing_window(0.3, 2, 0.0, 0.04)
+    0.04
+    """
+    busy = share * workers
+    if busy >= BUSY_ON:
+        return window
+    if busy <= BUSY_OFF:
+        return 0.0
+    return current
 
 
 class StreamServer:
@@ -125,17 +146,14 @@ class StreamServer:
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)
         window = self.settings.coalesce_ms / 1000
+        workers = self.settings.workers
         cpu, wall = time.process_time(), time.monotonic()
         while True:
             await asyncio.sleep(period)
             cpu_now, wall_now = time.process_time(), time.monotonic()
-            busy = (cpu_now - cpu) / max(wall_now - wall, 1e-6)
+            share = (cpu_now - cpu) / max(wall_now - wall, 1e-6)
             cpu, wall = cpu_now, wall_now
-            # Coalesce only under load: an idle gateway sends each event at once.
-            if busy >= BUSY_ON:
-                self.coalesce = window
-            elif busy <= BUSY_OFF:
-                self.coalesce = 0.0
+            self.coalesce = coalescing_window(share, workers, self.coalesce, window)
             now = time.monotonic()
             for conn in list(self.connections):
                 conn.tick(now)

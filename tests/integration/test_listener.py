@@ -136,3 +136,20 @@ async def test_a_coalescing_window_delays_but_keeps_every_event(
             await b.wait_for(25)
         assert a.data() == [str(i) for i in range(50)]
         assert b.data() == [str(i) for i in range(1, 50, 2)]
+
+
+@pytest.mark.parametrize(
+    ("share", "workers", "current", "expected"),
+    [
+        (0.6, 1, 0.0, 0.04),  # busy: the window opens
+        (0.4, 1, 0.0, 0.0),  # between the marks: as it was
+        (0.4, 1, 0.04, 0.04),
+        (0.2, 1, 0.04, 0.0),  # quiet: it closes
+        (0.3, 2, 0.0, 0.04),  # one of two workers at 0.3: the gateway uses 0.6
+        (0.1, 2, 0.04, 0.0),
+    ],
+)
+def test_the_window_follows_the_gateways_load(
+    share: float, workers: int, current: float, expected: float
+) -> None:
+    assert listener.coalescing_window(share, workers, current, 0.04) == expected
