@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -25,18 +24,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from hopcast.errors import ConfigError, HopcastError, InvalidTopic
+from hopcast.keys import Key, jwks_keys, pem_key, secret_key
 from hopcast.topics import Pattern, parse_topic
-
-if TYPE_CHECKING:
-    from jwt.algorithms import AllowedPublicKeys
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +44,6 @@ CLAIM = "hopcast"
 QUERY_PARAM = "access_token"
 LEEWAY_SECONDS = 5
 """Clock skew tolerated between the token issuer and the gateway on exp, nbf and iat."""
-MIN_SECRET_BYTES = 32
-"""RFC 7518 §3.2: an HS256 key is at least as long as the hash output."""
 MAX_GRANTS = 256
 """Patterns per list in the claim; each request is checked against every one."""
 MAX_TOKEN_CHARS = 16_384
@@ -66,9 +58,6 @@ _FLAG = {
 }
 _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+={0,2}\.[A-Za-z0-9_-]*={0,2}\.[A-Za-z0-9_-]*={0,2}")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-_RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 _MAX_TIMESTAMP = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 # Most specific first: several PyJWT errors subclass DecodeError or InvalidTokenError.
@@ -83,8 +72,6 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidKeyError, "the token does not fit the configured key"),
     (jwt.DecodeError, "the token is malformed"),
 )
-
-VerifyKey: TypeAlias = "AllowedPublicKeys | jwt.PyJWK | bytes"
 
 
 class Unauthorized(HopcastError):
@@ -284,12 +271,6 @@ def token_from(
     return in_query or None
 
 
-@dataclass(frozen=True, slots=True)
-class _Key:
-    key: VerifyKey = field(repr=False)
-    algorithms: tuple[str, ...]
-
-
 class Authorizer:
     """Verifies tokens and decides subscribe and publish requests; build it with `from_settings`.
 
@@ -303,11 +284,11 @@ class Authorizer:
         settings: AuthSettings,
         *,
         public: tuple[Pattern, ...] = (),
-        keys: Mapping[str | None, _Key] | None = None,
+        keys: Mapping[str | None, Key] | None = None,
     ) -> None:
         self.settings = settings
         self.public = public
-        self._keys: Mapping[str | None, _Key] = keys or {}
+        self._keys: Mapping[str | None, Key] = keys or {}
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Authorizer:
@@ -334,11 +315,11 @@ class Authorizer:
             names = ", ".join(_FLAG[n] for n in ("secret", "key_file", "jwks_file"))
             raise ConfigError(f"{_FLAG['mode']} jwt needs exactly one of {names}")
         if settings.secret:
-            keys: dict[str | None, _Key] = {None: _secret_key(settings.secret)}
+            keys: dict[str | None, Key] = {None: secret_key(settings.secret, _FLAG["secret"])}
         elif settings.key_file:
-            keys = {None: _pem_key(Path(settings.key_file))}
+            keys = {None: pem_key(Path(settings.key_file), _FLAG["key_file"])}
         else:
-            keys = _jwks_keys(Path(str(settings.jwks_file)))
+            keys = jwks_keys(Path(str(settings.jwks_file)), _FLAG["jwks_file"])
         log.info(
             "auth: jwt with %s (%d key(s)), %d public pattern(s)",
             _FLAG[sources[0]],
@@ -442,7 +423,7 @@ class Authorizer:
         self.check_publish(principal, topic)
         return principal
 
-    def _key_for(self, token: str) -> _Key:
+    def _key_for(self, token: str) -> Key:
         only = self._keys.get(None)
         if only is not None:
             return only
@@ -471,98 +452,3 @@ def _parse_public(texts: Iterable[str]) -> Iterable[Pattern]:
             yield Pattern.parse(text)
         except InvalidTopic as exc:
             raise ConfigError(f"{_FLAG['public']}: bad value {text!r}: {exc}") from None
-
-
-def _usable(key: Any, candidates: Iterable[str], where: str) -> tuple[str, ...]:
-    algorithms = tuple(
-        name for name in candidates if jwt.get_algorithm_by_name(name).check_key_length(key) is None
-    )
-    if not algorithms:
-        raise ConfigError(f"{where}: the key is too short for any algorithm it could sign with")
-    return algorithms
-
-
-def _secret_key(secret: str) -> _Key:
-    where = _FLAG["secret"]
-    raw = secret.encode()
-    if len(raw) < MIN_SECRET_BYTES:
-        raise ConfigError(f"{where}: {len(raw)} bytes; at least {MIN_SECRET_BYTES} are needed")
-    try:
-        jwt.get_algorithm_by_name("HS256").prepare_key(raw)
-    except jwt.InvalidKeyError:
-        raise ConfigError(f"{where}: looks like a PEM key; give a key file to --jwt-key") from None
-    return _Key(raw, _usable(raw, _HMAC_ALGORITHMS, where))
-
-
-def _pem_key(path: Path) -> _Key:
-    where = f"{_FLAG['key_file']}: {str(path)!r}"
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
-    if b"PRIVATE KEY" in data:
-        raise ConfigError(f"{where}: holds a private key; give the issuer's public key")
-    try:
-        key: Any = load_pem_public_key(data)
-    except ValueError:
-        try:
-            key = x509.load_pem_x509_certificate(data).public_key()
-        except ValueError:
-            raise ConfigError(f"{where}: not a PEM public key or certificate") from None
-    return _Key(key, _usable(key, _algorithms_for(key, where), where))
-
-
-def _algorithms_for(key: object, where: str) -> tuple[str, ...]:
-    """The algorithms that can verify with ``key``: its type alone decides, never the token."""
-    if isinstance(key, rsa.RSAPublicKey):
-        return _RSA_ALGORITHMS
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        algorithm = _EC_ALGORITHMS.get(key.curve.name)
-        if algorithm is None:
-            raise ConfigError(f"{where}: unsupported curve {key.curve.name}")
-        return (algorithm,)
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return ("EdDSA",)
-    raise ConfigError(f"{where}: unsupported key type {type(key).__name__}")
-
-
-def _jwks_keys(path: Path) -> dict[str | None, _Key]:
-    where = f"{_FLAG['jwks_file']}: {str(path)!r}"
-    try:
-        document = json.loads(path.read_bytes())
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
-    except ValueError:
-        raise ConfigError(f"{where}: not JSON") from None
-    entries = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{where}: not a JWKS (an object with a list of keys)")
-    keys: dict[str | None, _Key] = {}
-    for i, entry in enumerate(entries):
-        kid = entry.get("kid")
-        name = f"{where}: key {i} (kid {kid!r})"
-        if entry.get("use", "sig") != "sig":
-            log.info("%s skipped: it is not a signing key", name)
-            continue
-        if entry.get("kty") in ("RSA", "EC", "OKP") and "d" in entry:
-            raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
-        if kid is not None and not isinstance(kid, str):
-            raise ConfigError(f"{name}: kid must be a string")
-        if kid in keys:
-            raise ConfigError(f"{name}: a second key with this kid")
-        alg = entry.get("alg")
-        if alg is not None and (not isinstance(alg, str) or alg.lower() == "none"):
-            raise ConfigError(f"{name}: alg {alg!r} verifies nothing")
-        try:
-            jwk = jwt.PyJWK(entry)
-        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-            # PyJWK lets KeyError out for a missing member; its messages quote the key,
-            # which may be a shared secret, so none of them is logged.
-            log.warning("%s skipped: not a key PyJWT can verify with", name)
-            continue
-        keys[kid] = _Key(jwk, _usable(jwk.key, [jwk.algorithm_name], name))
-    if not keys:
-        raise ConfigError(f"{where}: no usable signing key")
-    if len(keys) > 1 and None in keys:
-        raise ConfigError(f"{where}: with several keys, every key needs a kid")
-    return keys

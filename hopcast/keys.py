@@ -1,0 +1,142 @@
+"""The keys tokens are verified with: a shared secret, a PEM public key, or a JWKS file.
+
+Each key carries the algorithms its type allows, decided here from the key
+alone and never from a token's header (the algorithm-confusion attacks).
+
+>>> secret_key("a shared secret of at least thirty-two bytes", "--jwt-secret").algorithms
+('HS256',)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from hopcast.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
+
+log = logging.getLogger(__name__)
+
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key is at least as long as the hash output."""
+_HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+_RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+VerifyKey: TypeAlias = "AllowedPublicKeys | jwt.PyJWK | bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A verification key and the algorithms it may verify."""
+
+    key: VerifyKey = field(repr=False)
+    algorithms: tuple[str, ...]
+
+
+def _usable(key: Any, candidates: Iterable[str], where: str) -> tuple[str, ...]:
+    algorithms = tuple(
+        name for name in candidates if jwt.get_algorithm_by_name(name).check_key_length(key) is None
+    )
+    if not algorithms:
+        raise ConfigError(f"{where}: the key is too short for any algorithm it could sign with")
+    return algorithms
+
+
+def secret_key(secret: str, where: str) -> Key:
+    """A shared HMAC secret (``where`` names its setting in errors)."""
+    raw = secret.encode()
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{where}: {len(raw)} bytes; at least {MIN_SECRET_BYTES} are needed")
+    try:
+        jwt.get_algorithm_by_name("HS256").prepare_key(raw)
+    except jwt.InvalidKeyError:
+        raise ConfigError(f"{where}: looks like a PEM key; give a key file to --jwt-key") from None
+    return Key(raw, _usable(raw, _HMAC_ALGORITHMS, where))
+
+
+def pem_key(path: Path, flag: str) -> Key:
+    """The issuer's public key or certificate from a PEM file."""
+    where = f"{flag}: {str(path)!r}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data:
+        raise ConfigError(f"{where}: holds a private key; give the issuer's public key")
+    try:
+        key: Any = load_pem_public_key(data)
+    except ValueError:
+        try:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        except ValueError:
+            raise ConfigError(f"{where}: not a PEM public key or certificate") from None
+    return Key(key, _usable(key, _algorithms_for(key, where), where))
+
+
+def _algorithms_for(key: object, where: str) -> tuple[str, ...]:
+    """The algorithms that can verify with ``key``: its type alone decides, never the token."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return _RSA_ALGORITHMS
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        algorithm = _EC_ALGORITHMS.get(key.curve.name)
+        if algorithm is None:
+            raise ConfigError(f"{where}: unsupported curve {key.curve.name}")
+        return (algorithm,)
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
+    raise ConfigError(f"{where}: unsupported key type {type(key).__name__}")
+
+
+def jwks_keys(path: Path, flag: str) -> dict[str | None, Key]:
+    """The signing keys of a JWKS file, by kid."""
+    where = f"{flag}: {str(path)!r}"
+    try:
+        document = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"{where}: not JSON") from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: not a JWKS (an object with a list of keys)")
+    keys: dict[str | None, Key] = {}
+    for i, entry in enumerate(entries):
+        kid = entry.get("kid")
+        name = f"{where}: key {i} (kid {kid!r})"
+        if entry.get("use", "sig") != "sig":
+            log.info("%s skipped: it is not a signing key", name)
+            continue
+        if entry.get("kty") in ("RSA", "EC", "OKP") and "d" in entry:
+            raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
+        if kid is not None and not isinstance(kid, str):
+            raise ConfigError(f"{name}: kid must be a string")
+        if kid in keys:
+            raise ConfigError(f"{name}: a second key with this kid")
+        alg = entry.get("alg")
+        if alg is not None and (not isinstance(alg, str) or alg.lower() == "none"):
+            raise ConfigError(f"{name}: alg {alg!r} verifies nothing")
+        try:
+            jwk = jwt.PyJWK(entry)
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            # PyJWK lets KeyError out for a missing member; its messages quote the key,
+            # which may be a shared secret, so none of them is logged.
+            log.warning("%s skipped: not a key PyJWT can verify with", name)
+            continue
+        keys[kid] = Key(jwk, _usable(jwk.key, [jwk.algorithm_name], name))
+    if not keys:
+        raise ConfigError(f"{where}: no usable signing key")
+    if len(keys) > 1 and None in keys:
+        raise ConfigError(f"{where}: with several keys, every key needs a kid")
+    return keys
