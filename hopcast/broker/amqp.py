@@ -97,6 +97,7 @@ class AmqpBroker:
         self._publish_channel: aiormq.abc.AbstractChannel | None = None
         self._lock = asyncio.Lock()
         self._closed = False
+        self._discarded: set[asyncio.Task[Any]] = set()
 
     @property
     def connected(self) -> bool:
@@ -171,6 +172,8 @@ class AmqpBroker:
         if conn is not None and not conn.is_closed:
             task = asyncio.get_running_loop().create_task(conn.close())
             task.add_done_callback(_ignore_failure)
+            self._discarded.add(task)
+            task.add_done_callback(self._discarded.discard)
 
     async def _try_urls(self, connect: Callable[[str], Awaitable[_T]], purpose: str) -> _T:
         """Connect to each broker URL in turn, from the last one that worked."""
@@ -241,6 +244,8 @@ class AmqpBroker:
 
     async def aclose(self) -> None:
         self._closed = True
+        if self._discarded:
+            await asyncio.wait(self._discarded, timeout=2)
         conn, self._connection = self._connection, None
         if conn is not None:
             try:

@@ -202,7 +202,8 @@ class StreamConsumer(asyncio.Protocol):
                 await closed
         except (TimeoutError, BrokerUnavailable):
             pass
-        self._abort()
+        finally:
+            self._abort()  # also when the close itself is cancelled (shutdown)
 
     # -- batches -----------------------------------------------------------------
 
