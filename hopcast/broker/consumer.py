@@ -262,10 +262,14 @@ class StreamConsumer(asyncio.Protocol):
                         self._complete(delivery)
                         delivery = None
                 elif kind == wire.FRAME_METHOD:
-                    if buf[start + 1] == 60 and buf[start + 3] == 60 and not buf[start + 2]:
+                    method = (
+                        buf[start] << 8 | buf[start + 1],
+                        buf[start + 2] << 8 | buf[start + 3],
+                    )
+                    if method == wire.BASIC_DELIVER:
                         delivery = wire.decode_deliver(buf, start)
                     else:
-                        self._method((buf[start + 1], buf[start + 3]), buf[start:end])
+                        self._method(method, buf[start:end])
                 elif kind == wire.FRAME_HEADER:
                     if delivery is None:
                         raise wire.FrameError("a header frame outside a delivery")
@@ -273,7 +277,7 @@ class StreamConsumer(asyncio.Protocol):
                     if delivery.size == 0:
                         self._complete(delivery)
                         delivery = None
-        except (wire.FrameError, IndexError, ValueError, struct.error) as exc:
+        except (IndexError, ValueError, struct.error) as exc:  # FrameError is a ValueError
             self._fail(f"the broker sent bytes that are not AMQP 0-9-1: {exc}")
             self._abort()
             return
