@@ -287,7 +287,7 @@ class Hopcast(Target):
             "--workers",
             str(self.workers),
             "--log-level",
-            "warning",
+            "info",
             *self.extra,
         ]
         # A load test comes from a few loopback addresses: lift the per-address cap, and

@@ -109,30 +109,18 @@ class Subscription:
     def matches(self, topic: str) -> bool:
         return any(p.matches(topic) for p in self.patterns)
 
-    def push(self, frame: bytes, offset: int) -> None:
-        """Queue a live frame; a queue past its bound cuts the client off (it resumes)."""
-        if offset <= self.cursor or self.closed:
-            return
-        self.cursor = offset
-        frames = self._frames
-        frames.append(frame)
-        if len(frames) > self._limit and self.mode is Mode.LIVE:
-            self._hub.stats.slow_disconnects += 1
-            self.close("slow")
-            if self.on_cut is not None:
-                self.on_cut()
-            return
-        if len(frames) == 1:
-            if self.sink is not None:
-                self._hub._dirty.append(self)
-            else:
-                self._wake.set()
+    def cut_slow(self) -> None:
+        """Its queue passed the bound: cut the client off (it resumes from its last id)."""
+        self._hub.stats.slow_disconnects += 1
+        self.close("slow")
+        if self.on_cut is not None:
+            self.on_cut()
 
     def take(self) -> bytes:
-        """Everything queued, joined for one write (push mode)."""
-        chunk = b"".join(self._frames)
-        self._frames.clear()
-        self._room.set()
+        """Everything queued, joined for one write (push mode: live, so no catch-up waits)."""
+        frames = self._frames
+        chunk = b"".join(frames)
+        frames.clear()
         return chunk
 
     @property
@@ -357,7 +345,6 @@ class Hub:
         self._ring_filled = asyncio.Event()
         self._reader_task: asyncio.Task[None] | None = None
         self._probe: asyncio.Future[int | None] | None = None
-        self._dirty: list[Subscription] = []
 
     # -- life cycle ---------------------------------------------------------
 
@@ -487,6 +474,7 @@ class Hub:
         ring = self._ring
         match = self._trie.match
         deliveries = 0
+        dirty: list[Subscription] = []
         for msg in batch:
             offset = msg.offset
             if offset <= position:
@@ -495,19 +483,35 @@ class Hub:
             ring.append(Event(offset, msg.topic, frame))
             position = self.position = offset
             subs = match(msg.topic)
+            # Subscription.push, inlined: this loop runs once per delivery.
             for sub in subs:
-                sub.push(frame, offset)
+                if offset > sub.cursor and not sub.closed:
+                    sub.cursor = offset
+                    frames = sub._frames
+                    frames.append(frame)
+                    if len(frames) == 1:
+                        dirty.append(sub)
+                    elif len(frames) > sub._limit:
+                        sub.cut_slow()
             deliveries += len(subs)
         self.stats.events += len(batch)
         self.stats.deliveries += deliveries
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            for sub in dirty:
-                if sub.sink is not None and sub._frames and not sub.closed:
-                    sub.sink.flush(sub)
+        if dirty:
+            self._flush(dirty)
         if position >= self.tail_hint and not self._ring_filled.is_set():
             log.info("ring filled up to offset %d; ready", position)
             self._ring_filled.set()
+
+    def _flush(self, dirty: list[Subscription]) -> None:
+        """Hand the subscriptions that got their first queued frame to their writers."""
+        for sub in dirty:
+            if sub.closed:
+                continue
+            sink = sub.sink
+            if sink is not None:
+                sink.flush(sub)
+            else:
+                sub._wake.set()
 
     # -- subscriptions ---------------------------------------------------------
 

@@ -141,12 +141,12 @@ async def test_a_coalescing_window_delays_but_keeps_every_event(
 @pytest.mark.parametrize(
     ("share", "workers", "current", "expected"),
     [
-        (0.6, 1, 0.0, 0.04),  # busy: the window opens
-        (0.4, 1, 0.0, 0.0),  # between the marks: as it was
-        (0.4, 1, 0.04, 0.04),
-        (0.2, 1, 0.04, 0.0),  # quiet: it closes
-        (0.3, 2, 0.0, 0.04),  # one of two workers at 0.3: the gateway uses 0.6
-        (0.1, 2, 0.04, 0.0),
+        (0.4, 1, 0.0, 0.04),  # busy: the window opens
+        (0.2, 1, 0.0, 0.0),  # between the marks: as it was
+        (0.2, 1, 0.04, 0.04),  # coalesced, the same load costs ~3x less: it stays open
+        (0.08, 1, 0.04, 0.0),  # quiet: it closes
+        (0.2, 2, 0.0, 0.04),  # one of two workers at 0.2: the gateway uses 0.4
+        (0.04, 2, 0.04, 0.0),
     ],
 )
 def test_the_window_follows_the_gateways_load(
