@@ -153,3 +153,57 @@ def test_the_window_follows_the_gateways_load(
     share: float, workers: int, current: float, expected: float
 ) -> None:
     assert listener.coalescing_window(share, workers, current, 0.04) == expected
+
+
+class _Recorder:
+    """A transport that keeps what is written."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+
+async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
+    from hopcast.app import create_app
+    from hopcast.broker.memory import MemoryBroker
+    from hopcast.hub import Hub
+    from hopcast.topics import Pattern
+
+    app = create_app(settings_for("memory"))
+    server = listener.StreamServer(app)
+    hub = app.state.hub = Hub(MemoryBroker(), server.settings)
+    server.coalesce = 0.04
+    conns, recorders = [], []
+    for i in range(2 * listener.PHASES + 1):
+        conn = listener.HttpConnection(server)
+        recorders.append(_Recorder())
+        conn.transport = recorders[-1]  # type: ignore[assignment]
+        conn.phase = i % listener.PHASES
+        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
+        sub._frames.append(b"event %d\n\n" % i)
+        server.hold(conn)
+        conns.append(conn)
+
+    def written() -> set[int]:
+        return {i for i, r in enumerate(recorders) if r.written}
+
+    assert server._held_timer is not None
+    server._held_timer.cancel()
+    seen: set[int] = set()
+    for turn in range(1, listener.PHASES):  # the turns a window holds, one phase each
+        server._flush_phase()
+        new = written() - seen
+        assert new and {conns[i].phase for i in new} == {turn % listener.PHASES}
+        seen |= new
+        assert server._held_timer is not None  # others still wait: the next turn is due
+        server._held_timer.cancel()
+    server.coalesce = 0.0  # the window closed: the rest go at once
+    server._flush_phase()
+    assert written() == set(range(len(conns)))
+    assert server._held_timer is None
+    assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(len(conns))]
