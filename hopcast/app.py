@@ -34,7 +34,7 @@ from hopcast.errors import (
     InvalidOffset,
     SubscriptionClosed,
 )
-from hopcast.hub import Hub, Since, Subscription
+from hopcast.hub import Hub
 from hopcast.limits import (
     Admission,
     RateLimiter,
@@ -53,6 +53,7 @@ from hopcast.sse import (
     encode_preamble,
     encode_retry,
 )
+from hopcast.subscription import Since, Subscription
 from hopcast.topics import Pattern, parse_topic
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,9 @@ writes it with one ``transport.write`` (no task, no ``send`` call, per
 connection). Every other request (publish, health, metrics, errors) is handed
 to the Starlette app, which stays the single place where routes, validation and
 problem details live, and which can still be mounted inside another ASGI app.
+Here live the socket, each connection's state and timeouts, and the stream's
+writes; reading a request within the limits, its ASGI scope, the app's answer
+and its bytes are in `hopcast.request`.
 
 >>> server = StreamServer(create_app(Settings.from_env({"HOPCAST_BROKER": "memory://"})))
 """
@@ -18,29 +21,20 @@ import logging
 import random
 import socket
 import time
-from http import HTTPStatus
 from typing import Any, cast
-from urllib.parse import unquote
 
 import httptools
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Scope
+from starlette.types import Scope
 
-from hopcast.app import (
-    Admitted,
-    create_app,
-    error_response,
-    open_subscription,
-    problem,
-    token_expired_frame,
-)
+from hopcast.app import Admitted, create_app, problem, token_expired_frame
 from hopcast.config import Settings
-from hopcast.errors import HopcastError, SubscriptionClosed
-from hopcast.hub import Hub, Mode, Subscription
+from hopcast.errors import SubscriptionClosed
+from hopcast.hub import Hub
+from hopcast.request import ParsedRequest, admit_stream, call_app, encode_response, stream_head
 from hopcast.sse import encode_heartbeat, encode_preamble, encode_retry
+from hopcast.subscription import Mode, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +73,6 @@ take a like share of the connections, and it is the gateway's CPU that is short.
 """
 BACKLOG = 2048
 """Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
-STREAM_HEAD = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"content-type: text/event-stream; charset=utf-8\r\n"
-    b"cache-control: no-cache\r\n"
-    b"x-accel-buffering: no\r\n"
-    b"connection: close\r\n"
-)
 
 
 def coalescing_window(share: float, workers: int, current: float, window: float) -> float:
@@ -243,13 +230,7 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.state = "head"
         self.deadline: float | None = time.monotonic() + HEAD_TIMEOUT
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head_bytes = 0
-        self.too_large: int | None = None  # status to answer once the head is in: 414, 431
-        self.body = bytearray()
-        self.body_over = False
-        self.body_seen = 0
+        self.request = ParsedRequest()
         self.sub: Subscription | None = None
         self.paused = False
         self.last_write = 0.0
@@ -308,61 +289,36 @@ class HttpConnection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.head_bytes = 0
-        self.too_large = None
-        self.body = bytearray()
-        self.body_over = False
-        self.body_seen = 0
+        self.request = ParsedRequest()
         self.state = "head"
         self.deadline = time.monotonic() + HEAD_TIMEOUT
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.settings.max_url_bytes:
-            self.too_large = self.too_large or 414
-            self.url = self.url[: self.settings.max_url_bytes + 1]
+        self.request.add_url(url, self.settings.max_url_bytes)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_bytes += len(name) + len(value) + 4
-        if self.head_bytes > self.settings.max_header_bytes:
-            self.too_large = self.too_large or 431
-            return
-        self.headers.append((name.lower(), value))
+        self.request.add_header(name, value, self.settings.max_header_bytes)
 
     def on_headers_complete(self) -> None:
         self.state = "body"
         self.deadline = time.monotonic() + BODY_TIMEOUT
-        if self.too_large == 414:
+        request = self.request
+        if request.too_large == 414:
             self._answer_and_close(
                 414, "URI too long", f"at most {self.settings.max_url_bytes} bytes"
             )
-        elif self.too_large == 431:
+        elif request.too_large == 431:
             limit = self.settings.max_header_bytes
             self._answer_and_close(431, "Request header fields too large", f"at most {limit} bytes")
-        elif (b"expect", b"100-continue") in self.headers and self.transport is not None:
-            length = self._header(b"content-length")
-            if (
-                length is not None
-                and length.isdigit()
-                and int(length) > self.settings.max_event_bytes
-            ):
+        elif (b"expect", b"100-continue") in request.headers and self.transport is not None:
+            if request.announces_more_than(self.settings.max_event_bytes):
                 self._answer_and_close(413, "Content too large", self._too_large_detail())
             else:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        self.body_seen += len(body)
-        if self.body_over:
-            if self.body_seen > self.settings.max_event_bytes * 4 + 1_048_576:
-                self._answer_and_close(413, "Content too large", self._too_large_detail())
-            return
-        if len(self.body) + len(body) > self.settings.max_event_bytes:
-            self.body_over = True
-            self.body = bytearray()
-            return
-        self.body += body
+        if not self.request.add_body(body, self.settings.max_event_bytes):
+            self._answer_and_close(413, "Content too large", self._too_large_detail())
 
     def on_message_complete(self) -> None:
         if self.state == "closed" or self.transport is None:
@@ -371,83 +327,45 @@ class HttpConnection(asyncio.Protocol):
         self.transport.pause_reading()  # one request at a time; pipelined ones wait
         method = self.parser.get_method()
         keep_alive = self.parser.should_keep_alive()
-        scope = self._scope(method)
+        request = self.request
+        scope = request.scope(
+            self.server.app, method, self.parser.get_http_version(), self.transport
+        )
         if method == b"GET" and (
             scope["path"] == "/events" or scope["path"].startswith("/events/")
         ):
             self.state = "stream"
             self.task = asyncio.ensure_future(self._serve_stream(scope))
-        elif self.body_over:
+        elif request.body_over:
             self._answer_and_close(413, "Content too large", self._too_large_detail())
         else:
             self.state = "busy"
-            self.task = asyncio.ensure_future(self._serve_app(scope, bytes(self.body), keep_alive))
+            self.task = asyncio.ensure_future(
+                self._serve_app(scope, bytes(request.body), keep_alive)
+            )
 
     # -- requests -----------------------------------------------------------------
-
-    def _header(self, name: bytes) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("latin-1")
-        return None
 
     def _too_large_detail(self) -> str:
         return f"the body is larger than {self.settings.max_event_bytes} bytes"
 
-    def _scope(self, method: bytes) -> Scope:
-        try:
-            parsed = httptools.parse_url(self.url)
-            raw_path = parsed.path or b"/"
-            query = parsed.query or b""
-        except httptools.HttpParserInvalidURLError:
-            raw_path, query = b"/\x00invalid", b""
-        path = unquote(raw_path.decode("latin-1"))
-        transport = self.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        local = transport.get_extra_info("sockname") if transport is not None else None
-        scope: Scope = {
-            "type": "http",
-            "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": self.parser.get_http_version(),
-            "method": method.decode("ascii", "replace"),
-            "scheme": "http",
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": "",
-            "headers": self.headers,
-            "client": (peer[0], peer[1]) if isinstance(peer, tuple) else None,
-            "server": (local[0], local[1]) if isinstance(local, tuple) else None,
-            "app": self.server.app,
-        }
-        if path.startswith("/events/"):
-            scope["path_params"] = {"topic": path[len("/events/") :]}
-        else:
-            scope["path_params"] = {}
-        return scope
-
     async def _serve_stream(self, scope: Scope) -> None:
-        request = Request(scope)
-        try:
-            admitted = open_subscription(request)
-        except (HopcastError, HTTPException) as exc:
-            self._write_response(await error_response(request, exc), keep_alive=False)
-            return
+        admitted = await admit_stream(scope)
         if isinstance(admitted, Response):
             self._write_response(admitted, keep_alive=False)
             return
-        self._start_stream(admitted, scope)
+        self._start_stream(admitted)
         with contextlib.suppress(SubscriptionClosed):
             await self._drive(admitted.sub)
 
-    def _start_stream(self, admitted: Admitted, scope: Scope) -> None:
+    def _start_stream(self, admitted: Admitted) -> None:
         self.release = admitted.release
         if self.transport is None:  # gone while being admitted
             self.release()
             self.release = None
             admitted.sub.close("gone")
             return
-        head = STREAM_HEAD + self._cors_headers(scope) + b"\r\n"
+        head = stream_head(self.request.headers, self.settings.cors_origin)
         self._write(head + encode_preamble(self.settings.retry, None))
         sub = self.sub = admitted.sub
         sub.sink = self
@@ -471,51 +389,20 @@ class HttpConnection(asyncio.Protocol):
                 self.writable.clear()
                 await self.writable.wait()
 
-    def _cors_headers(self, scope: Scope) -> bytes:
-        origins = self.settings.cors_origin
-        origin: bytes | None = next((v for k, v in self.headers if k == b"origin"), None)
-        if not origins or origin is None or origin.decode("latin-1") not in origins:
-            return b""
-        return (
-            b"access-control-allow-origin: " + origin + b"\r\n"
-            b"access-control-allow-credentials: true\r\n"
-            b"vary: Origin\r\n"
-        )
-
     async def _serve_app(self, scope: Scope, body: bytes, keep_alive: bool) -> None:
         """Run one request through the Starlette app and write its (small) response."""
-        sent_body = False
-        status = 500
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
         self.disconnected = asyncio.get_running_loop().create_future()
-
-        async def receive() -> Message:
-            nonlocal sent_body
-            if not sent_body:
-                sent_body = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            assert self.disconnected is not None
-            await self.disconnected
-            return {"type": "http.disconnect"}
-
-        async def send(message: Message) -> None:
-            nonlocal status, headers
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-
         try:
-            await self.server.app(scope, receive, send)
+            status, headers, content = await call_app(
+                self.server.app, scope, body, self.disconnected
+            )
         except Exception:
             log.exception("request %s %s failed", scope["method"], scope["path"][:200])
             self._write_response(
                 problem(500, "Internal error", "the gateway failed on this request"), False
             )
             return
-        self._write_head_and_body(status, headers, b"".join(chunks), keep_alive)
+        self._write_head_and_body(status, headers, content, keep_alive)
 
     def _write_response(self, response: Response, keep_alive: bool) -> None:
         self._write_head_and_body(
@@ -528,22 +415,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        try:
-            reason = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            reason = b""
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        has_length = False
-        for name, value in headers:
-            if name.lower() == b"content-length":
-                has_length = True
-                lines.append(b"content-length: %d\r\n" % len(body))
-            else:
-                lines.append(name + b": " + value + b"\r\n")
-        if not has_length:
-            lines.append(b"content-length: %d\r\n" % len(body))
-        lines.append(b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n")
-        transport.write(b"".join(lines) + b"\r\n" + body)
+        transport.write(encode_response(status, headers, body, keep_alive))
         if keep_alive and self.state != "closed":
             self.state = "idle"
             self.deadline = time.monotonic() + KEEPALIVE_TIMEOUT

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hopcast.topics import HASH, STAR
 
 if TYPE_CHECKING:
-    from hopcast.hub import Subscription
+    from hopcast.subscription import Subscription
 
 
 class _Node:

@@ -25,8 +25,10 @@ def test_all_is_sorted_and_complete() -> None:
         "listener",
         "metrics",
         "openapi",
+        "request",
         "server",
         "sse",
+        "subscription",
         "topics",
         "trie",
     }

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from hopcast.broker.memory import MemoryBroker
 from hopcast.config import Settings
-from hopcast.hub import Hub, Subscription
+from hopcast.hub import Hub
+from hopcast.subscription import Subscription
 from hopcast.topics import Pattern
 from hopcast.trie import PatternTrie
 
