@@ -130,8 +130,14 @@ class _CatchUp:
                     )
                 )
             cursor = sub.cursor
+            hits: dict[str, bool] = {}  # a batch holds few topics: match each once
             for msg in batch:
-                if msg.offset > cursor and sub.matches(msg.topic):
+                if msg.offset <= cursor:
+                    continue
+                hit = hits.get(msg.topic)
+                if hit is None:
+                    hit = hits[msg.topic] = sub.matches(msg.topic)
+                if hit:
                     frame = encoded.get(msg.offset)
                     if frame is None:
                         frame = encoded[msg.offset] = encode_message(
@@ -382,9 +388,13 @@ class Hub:
         i = bisect.bisect_right(ring, cursor, key=_offset_of)
         end = min(len(ring), i + REPLAY_CHUNK)
         frames = sub._frames
+        hits: dict[str, bool] = {}  # a chunk holds few topics: match each once
         for k in range(i, end):
             event = ring[k]
-            if sub.matches(event.topic):
+            hit = hits.get(event.topic)
+            if hit is None:
+                hit = hits[event.topic] = sub.matches(event.topic)
+            if hit:
                 frames.append(event.frame)
         sub.cursor = ring[end - 1].offset
 

@@ -21,6 +21,7 @@ import logging
 import random
 import socket
 import time
+from collections import deque
 from typing import Any, cast
 
 import httptools
@@ -29,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from hopcast.app import Admitted, create_app, problem, token_expired_frame
+from hopcast.coalescing import LOAD_SAMPLE, PHASES, Coalescer
 from hopcast.config import Settings
 from hopcast.errors import SubscriptionClosed
 from hopcast.hub import Hub
@@ -46,50 +48,10 @@ KEEPALIVE_TIMEOUT = 30.0
 """Seconds an idle keep-alive connection waits for its next request."""
 TICK = 1.0
 """Seconds between the sweeps that send heartbeats and enforce the timeouts above."""
-PHASES = 4
-"""Groups the held connections are flushed in, a quarter of a window apart.
-
-One flush of every held connection at once sends a burst that each client's
-host, and the gateway's own loop, take the longest to get through; in
-turns, the writes are as few and the bursts a quarter of the size.
-"""
-LOAD_SAMPLE = 0.25
-"""Seconds over which the gateway's CPU share is measured to open or close the window.
-
-A burst must not run a whole second uncoalesced (at 100k deliveries/s that
-second alone queues enough to push the p99 latency past 100 ms).
-"""
 WRITE_HIGH_WATER = 256 * 1024
 """Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
-BUSY_ON = 0.35
-BUSY_OFF = 0.1
-"""Share of a core the gateway uses above which writes coalesce, and below which they stop.
-
-Coalescing cuts the gateway's CPU by about 3x at the load where it starts, so
-the two must lie further apart than that, or the window flips on and off every
-sweep (measured: 70 % of a core without, 25 % with, at 100k deliveries/s).
-With ``--workers N`` each process counts N times its own share: the workers
-take a like share of the connections, and it is the gateway's CPU that is short.
-"""
 BACKLOG = 2048
 """Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
-
-
-def coalescing_window(share: float, workers: int, current: float, window: float) -> float:
-    """The window to use when this process took ``share`` of a core since the last sweep.
-
-    Coalesce only under load (an idle gateway sends each event at once), with
-    hysteresis between `BUSY_OFF` and `BUSY_ON`.
-
-    >>> coalescing_window(0.2, 2, 0.0, 0.04)
-    0.04
-    """
-    busy = share * workers
-    if busy >= BUSY_ON:
-        return window
-    if busy <= BUSY_OFF:
-        return 0.0
-    return current
 
 
 class StreamServer:
@@ -103,11 +65,7 @@ class StreamServer:
         self._ticker: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
         self._emptied = asyncio.Event()
-        self.coalesce = 0.0
-        """The coalescing window in force: `--coalesce-ms` while the process is busy, else 0."""
-        self._held: list[list[HttpConnection]] = [[] for _ in range(PHASES)]
-        self._held_timer: asyncio.TimerHandle | None = None
-        self._phase = 0
+        self.coalescer = Coalescer(self.settings.coalesce_ms, self.settings.workers)
 
     @property
     def hub(self) -> Hub:
@@ -134,59 +92,15 @@ class StreamServer:
         self.address = (bound[0], bound[1])
         self._ticker = asyncio.create_task(self._tick(), name="hopcast-listener-tick")
 
-    def hold(self, conn: HttpConnection) -> None:
-        """Flush ``conn`` with the others of its phase when their turn comes (within a window)."""
-        self._held[conn.phase].append(conn)
-        if self._held_timer is None:
-            loop = asyncio.get_running_loop()
-            self._held_timer = loop.call_later(self.coalesce / PHASES, self._flush_phase)
-
-    def _flush_phase(self) -> None:
-        """Flush the next phase's held connections (all of them once the window closed)."""
-        self._held_timer = None
-        if not self.coalesce:
-            for phase in range(PHASES):
-                self._flush_held(phase)
-            return
-        self._phase = (self._phase + 1) % PHASES
-        self._flush_held(self._phase)
-        if any(self._held):
-            loop = asyncio.get_running_loop()
-            self._held_timer = loop.call_later(self.coalesce / PHASES, self._flush_phase)
-
-    def _flush_held(self, phase: int) -> None:
-        held, self._held[phase] = self._held[phase], []
-        now = time.monotonic()
-        for conn in held:  # a connection held twice finds nothing left the second time
-            sub = conn.sub
-            transport = conn.transport
-            if sub is not None and transport is not None and not conn.paused:
-                chunk = sub.take()
-                if chunk:
-                    transport.write(chunk)
-                    conn.last_write = now
-
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)
-        window = self.settings.coalesce_ms / 1000
-        workers = self.settings.workers
         cpu, wall = time.process_time(), time.monotonic()
         swept = wall
         while True:
             await asyncio.sleep(min(period, LOAD_SAMPLE))
             cpu_now, wall_now = time.process_time(), time.monotonic()
-            share = (cpu_now - cpu) / max(wall_now - wall, 1e-6)
+            self.coalescer.sample((cpu_now - cpu) / max(wall_now - wall, 1e-6))
             cpu, wall = cpu_now, wall_now
-            coalesce = coalescing_window(share, workers, self.coalesce, window)
-            if coalesce != self.coalesce:
-                log.info(
-                    "%s: the gateway used %.0f %% of a core",
-                    f"writes coalesce in {coalesce * 1000:g} ms windows"
-                    if coalesce
-                    else "writes go out at once",
-                    share * 100,
-                )
-            self.coalesce = coalesce
             if wall_now - swept >= period * 0.9:  # timers may fire a hair early
                 swept = wall_now
                 for conn in list(self.connections):
@@ -239,6 +153,8 @@ class HttpConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.disconnected: asyncio.Future[None] | None = None
         self.writable: asyncio.Event | None = None
+        self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
+        """Requests read along with the one being answered, answered in turn after it."""
         self.phase = random.randrange(PHASES)
         """The turn in which this connection's held writes go (see `PHASES`)."""
 
@@ -290,8 +206,9 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = ParsedRequest()
-        self.state = "head"
-        self.deadline = time.monotonic() + HEAD_TIMEOUT
+        if not self._answering():
+            self.state = "head"
+            self.deadline = time.monotonic() + HEAD_TIMEOUT
 
     def on_url(self, url: bytes) -> None:
         self.request.add_url(url, self.settings.max_url_bytes)
@@ -300,8 +217,9 @@ class HttpConnection(asyncio.Protocol):
         self.request.add_header(name, value, self.settings.max_header_bytes)
 
     def on_headers_complete(self) -> None:
-        self.state = "body"
-        self.deadline = time.monotonic() + BODY_TIMEOUT
+        if not self._answering():
+            self.state = "body"
+            self.deadline = time.monotonic() + BODY_TIMEOUT
         request = self.request
         if request.too_large == 414:
             self._answer_and_close(
@@ -321,21 +239,36 @@ class HttpConnection(asyncio.Protocol):
             self._answer_and_close(413, "Content too large", self._too_large_detail())
 
     def on_message_complete(self) -> None:
-        if self.state == "closed" or self.transport is None:
-            return
-        self.deadline = None
+        if self.state in ("closed", "stream") or self.transport is None:
+            return  # nothing after an event stream's request is answered
         self.transport.pause_reading()  # one request at a time; pipelined ones wait
-        method = self.parser.get_method()
-        keep_alive = self.parser.should_keep_alive()
         request = self.request
         scope = request.scope(
-            self.server.app, method, self.parser.get_http_version(), self.transport
+            self.server.app,
+            self.parser.get_method(),
+            self.parser.get_http_version(),
+            self.transport,
         )
-        if method == b"GET" and (
+        job = (request, scope, self.parser.should_keep_alive())
+        if self._answering():
+            self.pipelined.append(job)  # parsed from the same read as the one being answered
+        else:
+            self._answer(*job)
+
+    def _answering(self) -> bool:
+        """Whether a request is being answered (what is parsed now must wait, or is dropped)."""
+        return self.state in ("busy", "stream")
+
+    # -- requests -----------------------------------------------------------------
+
+    def _answer(self, request: ParsedRequest, scope: Scope, keep_alive: bool) -> None:
+        self.deadline = None
+        if scope["method"] == "GET" and (
             scope["path"] == "/events" or scope["path"].startswith("/events/")
         ):
             self.state = "stream"
-            self.task = asyncio.ensure_future(self._serve_stream(scope))
+            self.pipelined.clear()
+            self.task = asyncio.ensure_future(self._serve_stream(scope, request))
         elif request.body_over:
             self._answer_and_close(413, "Content too large", self._too_large_detail())
         else:
@@ -344,28 +277,26 @@ class HttpConnection(asyncio.Protocol):
                 self._serve_app(scope, bytes(request.body), keep_alive)
             )
 
-    # -- requests -----------------------------------------------------------------
-
     def _too_large_detail(self) -> str:
         return f"the body is larger than {self.settings.max_event_bytes} bytes"
 
-    async def _serve_stream(self, scope: Scope) -> None:
+    async def _serve_stream(self, scope: Scope, request: ParsedRequest) -> None:
         admitted = await admit_stream(scope)
         if isinstance(admitted, Response):
             self._write_response(admitted, keep_alive=False)
             return
-        self._start_stream(admitted)
+        self._start_stream(admitted, request)
         with contextlib.suppress(SubscriptionClosed):
             await self._drive(admitted.sub)
 
-    def _start_stream(self, admitted: Admitted) -> None:
+    def _start_stream(self, admitted: Admitted, request: ParsedRequest) -> None:
         self.release = admitted.release
         if self.transport is None:  # gone while being admitted
             self.release()
             self.release = None
             admitted.sub.close("gone")
             return
-        head = stream_head(self.request.headers, self.settings.cors_origin)
+        head = stream_head(request.headers, self.settings.cors_origin)
         self._write(head + encode_preamble(self.settings.retry, None))
         sub = self.sub = admitted.sub
         sub.sink = self
@@ -418,6 +349,9 @@ class HttpConnection(asyncio.Protocol):
         transport.write(encode_response(status, headers, body, keep_alive))
         if keep_alive and self.state != "closed":
             self.state = "idle"
+            if self.pipelined:
+                self._answer(*self.pipelined.popleft())
+                return
             self.deadline = time.monotonic() + KEEPALIVE_TIMEOUT
             transport.resume_reading()
         else:
@@ -434,15 +368,16 @@ class HttpConnection(asyncio.Protocol):
     def flush(self, sub: Subscription) -> None:
         """Write what is queued now, unless the socket is full or the coalescing window is open.
 
-        Inside the window the connection joins the server's held set, which one
-        timer per window flushes: a timer per connection would cost more than
-        the writes it saves.
+        Inside the window the connection is held until its turn (`hopcast.coalescing`):
+        one timer per turn for all, as a timer per connection would cost more
+        than the writes it saves.
         """
         if self.paused or self.transport is None:
             return
-        window = self.server.coalesce
+        coalescer = self.server.coalescer
+        window = coalescer.window
         if window and time.monotonic() - self.last_write < window:
-            self.server.hold(self)
+            coalescer.hold(self)
             return
         self._write(sub.take())
 

@@ -48,11 +48,13 @@ class Subscription:
     """
 
     __slots__ = (
+        "_exact",
         "_frames",
         "_hub",
         "_limit",
         "_room",
         "_wake",
+        "_wild",
         "after",
         "closed",
         "cursor",
@@ -69,6 +71,8 @@ class Subscription:
         self._hub = hub
         self._limit = hub.settings.queue_size
         self.patterns = tuple(patterns)
+        self._exact = frozenset(p.text for p in patterns if not p.wild)
+        self._wild = tuple(p for p in patterns if p.wild)
         self.after = after
         self.since = since
         self.cursor = -1
@@ -87,7 +91,7 @@ class Subscription:
         return f"<Subscription {pats} {self.mode.value} cursor={self.cursor}>"
 
     def matches(self, topic: str) -> bool:
-        return any(p.matches(topic) for p in self.patterns)
+        return topic in self._exact or any(p.matches(topic) for p in self._wild)
 
     def cut_slow(self) -> None:
         """Its queue passed the bound: cut the client off (it resumes from its last id)."""

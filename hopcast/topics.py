@@ -75,6 +75,11 @@ class Pattern:
     def __str__(self) -> str:
         return self.text
 
+    @property
+    def wild(self) -> bool:
+        """Whether the pattern has a ``*`` or ``#`` (else it matches one topic: its text)."""
+        return STAR in self.words or HASH in self.words
+
     def matches(self, topic: str) -> bool:
         """Whether RabbitMQ would route a message with routing key ``topic`` to this binding."""
         # Any routing key, as RabbitMQ splits it: '' is no word at all, 'a..b' has an empty one.

@@ -17,6 +17,7 @@ def test_all_is_sorted_and_complete() -> None:
         "broker",
         "cli",
         "client",
+        "coalescing",
         "config",
         "errors",
         "hub",

@@ -43,6 +43,21 @@ def test_trie_matches_like_patterns(patterns: list[list[str]], topics: list[list
         assert set(trie.match(topic)) == expected, topic
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(st.lists(PATTERN_WORDS, min_size=1, max_size=4), min_size=1, max_size=4),
+    topics=st.lists(st.lists(WORDS, min_size=0, max_size=5), min_size=1, max_size=10),
+)
+def test_a_subscription_matches_as_its_patterns_do(
+    patterns: list[list[str]], topics: list[list[str]]
+) -> None:
+    parsed = [Pattern.parse(".".join(p)) for p in patterns]
+    sub = Subscription(_hub(), parsed, None, None)
+    for words in topics:
+        topic = ".".join(words)
+        assert sub.matches(topic) == any(p.matches(topic) for p in parsed), topic
+
+
 def test_one_subscription_with_overlapping_patterns_is_matched_once() -> None:
     hub = _hub()
     trie = PatternTrie()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
-from hopcast import listener
-from tests.support import Gateway, serve_in_loop, settings_for
+from hopcast import coalescing, listener
+from tests.integration.test_gateway import publish_raw
+from tests.support import Gateway, Listener, Names, serve_in_loop, settings_for
 
 
 async def _open(gw: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -120,10 +122,7 @@ async def test_http_1_0_client_gets_a_closed_connection() -> None:
 async def test_a_coalescing_window_delays_but_keeps_every_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from tests.integration.test_gateway import publish_raw
-    from tests.support import Listener, Names
-
-    monkeypatch.setattr(listener, "BUSY_ON", 0.0)  # as if the process were busy
+    monkeypatch.setattr(coalescing, "BUSY_ON", 0.0)  # as if the process were busy
     async with serve_in_loop(settings_for("memory", coalesce_ms=30, heartbeat=0.2)) as gw:
         await asyncio.sleep(0.3)  # a sweep turns the window on
         async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
@@ -138,72 +137,45 @@ async def test_a_coalescing_window_delays_but_keeps_every_event(
         assert b.data() == [str(i) for i in range(1, 50, 2)]
 
 
-@pytest.mark.parametrize(
-    ("share", "workers", "current", "expected"),
-    [
-        (0.4, 1, 0.0, 0.04),  # busy: the window opens
-        (0.2, 1, 0.0, 0.0),  # between the marks: as it was
-        (0.2, 1, 0.04, 0.04),  # coalesced, the same load costs ~3x less: it stays open
-        (0.08, 1, 0.04, 0.0),  # quiet: it closes
-        (0.2, 2, 0.0, 0.04),  # one of two workers at 0.2: the gateway uses 0.4
-        (0.04, 2, 0.04, 0.0),
-    ],
-)
-def test_the_window_follows_the_gateways_load(
-    share: float, workers: int, current: float, expected: float
-) -> None:
-    assert listener.coalescing_window(share, workers, current, 0.04) == expected
+async def test_pipelined_requests_are_answered_in_order_after_a_slow_one() -> None:
+    async with serve_in_loop(settings_for("memory")) as gw:
+        broker = gw.hub.broker
+        entered, release = asyncio.Event(), asyncio.Event()
+        publish = broker.publish
+
+        async def slow_publish(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            await release.wait()
+            return await publish(*args, **kwargs)
+
+        broker.publish = slow_publish  # type: ignore[method-assign]
+        reader, writer = await _open(gw)
+        writer.write(
+            b"POST /events/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        await entered.wait()
+        await asyncio.sleep(0.2)  # room for an out-of-turn answer to be written, were there one
+        release.set()
+        first, second = [await _response(reader) for _ in range(2)]
+        assert first[0] == 202
+        assert second[0] == 200 and json.loads(second[2]) == {"status": "alive"}
+        writer.close()
 
 
-class _Recorder:
-    """A transport that keeps what is written."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def set_write_buffer_limits(self, high: int) -> None:
-        pass
-
-
-async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
-    from hopcast.app import create_app
-    from hopcast.broker.memory import MemoryBroker
-    from hopcast.hub import Hub
-    from hopcast.topics import Pattern
-
-    app = create_app(settings_for("memory"))
-    server = listener.StreamServer(app)
-    hub = app.state.hub = Hub(MemoryBroker(), server.settings)
-    server.coalesce = 0.04
-    conns, recorders = [], []
-    for i in range(2 * listener.PHASES + 1):
-        conn = listener.HttpConnection(server)
-        recorders.append(_Recorder())
-        conn.transport = recorders[-1]  # type: ignore[assignment]
-        conn.phase = i % listener.PHASES
-        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
-        sub._frames.append(b"event %d\n\n" % i)
-        server.hold(conn)
-        conns.append(conn)
-
-    def written() -> set[int]:
-        return {i for i, r in enumerate(recorders) if r.written}
-
-    assert server._held_timer is not None
-    server._held_timer.cancel()
-    seen: set[int] = set()
-    for turn in range(1, listener.PHASES):  # the turns a window holds, one phase each
-        server._flush_phase()
-        new = written() - seen
-        assert new and {conns[i].phase for i in new} == {turn % listener.PHASES}
-        seen |= new
-        assert server._held_timer is not None  # others still wait: the next turn is due
-        server._held_timer.cancel()
-    server.coalesce = 0.0  # the window closed: the rest go at once
-    server._flush_phase()
-    assert written() == set(range(len(conns)))
-    assert server._held_timer is None
-    assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(len(conns))]
+async def test_a_request_pipelined_behind_an_event_stream_is_dropped() -> None:
+    settings = settings_for("memory", cors_origin=["https://app.example"])
+    async with serve_in_loop(settings) as gw:
+        reader, writer = await _open(gw)
+        writer.write(
+            b"GET /events/a HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://other.example\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert b"access-control-allow-origin: https://app.example" in head.lower()
+        await publish_raw(gw, "memory", Names.fresh(), [("a", b"after", None)])
+        stream = b""
+        while b"data: after" not in stream:
+            stream += await asyncio.wait_for(reader.read(65536), 10)
+        assert b"HTTP/1.1" not in stream and b"alive" not in stream
+        writer.close()
