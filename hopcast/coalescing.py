@@ -41,6 +41,15 @@ One flush of every held connection at once sends a burst that each client's
 host, and the gateway's own loop, take the longest to get through; in
 turns, the writes are as few and the bursts a quarter of the size.
 """
+EVENTS_PER_WRITE = 5
+"""Events a held connection waits to collect; the window shrinks to what that takes.
+
+Past a few events per write the kernel's cost per event falls little, while
+each millisecond held is latency: under heavier load the events arrive
+sooner, and a shorter window fills the same write.
+"""
+MIN_WINDOW = 0.005
+"""The shortest window held, however busy the connections."""
 LOAD_SAMPLE = 0.25
 """Seconds over which the gateway's CPU share is measured to open or close the window.
 
@@ -77,17 +86,26 @@ class Coalescer:
         self._timer: asyncio.TimerHandle | None = None
         self._phase = 0
 
-    def sample(self, share: float) -> None:
-        """Open or close the window for a process that used ``share`` of a core."""
+    def sample(self, share: float, rate: float) -> None:
+        """Set the window for a process that used ``share`` of a core.
+
+        ``rate`` is the events per second each of its connections received on
+        average: the window is what ``EVENTS_PER_WRITE`` of them take to
+        arrive, within ``MIN_WINDOW`` and the configured window.
+        """
         window = coalescing_window(share, self._workers, self.window, self._configured)
+        if window and rate > 0:
+            window = max(MIN_WINDOW, min(window, EVENTS_PER_WRITE / rate))
         if window != self.window:
-            log.info(
-                "%s: the gateway used %.0f %% of a core",
-                f"writes coalesce in {window * 1000:g} ms windows"
-                if window
-                else "writes go out at once",
-                share * 100,
-            )
+            opened, closed = not self.window and window, self.window and not window
+            if opened or closed:
+                log.info(
+                    "%s: the gateway used %.0f %% of a core",
+                    f"writes coalesce in windows of {window * 1000:.0f} ms"
+                    if window
+                    else "writes go out at once",
+                    share * 100,
+                )
         self.window = window
 
     def hold(self, conn: HttpConnection) -> None:
@@ -123,4 +141,13 @@ class Coalescer:
                     conn.last_write = now
 
 
-__all__ = ["BUSY_OFF", "BUSY_ON", "LOAD_SAMPLE", "PHASES", "Coalescer", "coalescing_window"]
+__all__ = [
+    "BUSY_OFF",
+    "BUSY_ON",
+    "EVENTS_PER_WRITE",
+    "LOAD_SAMPLE",
+    "MIN_WINDOW",
+    "PHASES",
+    "Coalescer",
+    "coalescing_window",
+]

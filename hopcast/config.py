@@ -32,7 +32,7 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_RING_SIZE = 10_000
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_PREFETCH = 1000
-DEFAULT_COALESCE_MS = 40.0
+DEFAULT_COALESCE_MS = 50.0
 DEFAULT_AMQP_HEARTBEAT = 10
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
@@ -89,8 +89,8 @@ class Settings(BaseModel):
     coalesce_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
         DEFAULT_COALESCE_MS,
         description=(
-            "while the process is busy, hold a client's next write this long after its"
-            " last one, ms (0: never)"
+            "while the process is busy, hold a client's next write up to this long after"
+            " its last one (less under heavy load: about 5 events' time), ms (0: never)"
         ),
     )
     prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")

@@ -94,13 +94,20 @@ class StreamServer:
 
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)
-        cpu, wall = time.process_time(), time.monotonic()
+        stats = self.hub.stats
+        cpu, wall, delivered = time.process_time(), time.monotonic(), stats.deliveries
         swept = wall
         while True:
             await asyncio.sleep(min(period, LOAD_SAMPLE))
-            cpu_now, wall_now = time.process_time(), time.monotonic()
-            self.coalescer.sample((cpu_now - cpu) / max(wall_now - wall, 1e-6))
-            cpu, wall = cpu_now, wall_now
+            cpu_now, wall_now, delivered_now = (
+                time.process_time(),
+                time.monotonic(),
+                stats.deliveries,
+            )
+            elapsed = max(wall_now - wall, 1e-6)
+            per_connection = (delivered_now - delivered) / elapsed / max(1, len(self.connections))
+            self.coalescer.sample((cpu_now - cpu) / elapsed, per_connection)
+            cpu, wall, delivered = cpu_now, wall_now, delivered_now
             if wall_now - swept >= period * 0.9:  # timers may fire a hair early
                 swept = wall_now
                 for conn in list(self.connections):

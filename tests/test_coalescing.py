@@ -6,7 +6,7 @@ import pytest
 
 from hopcast.app import create_app
 from hopcast.broker.memory import MemoryBroker
-from hopcast.coalescing import PHASES, coalescing_window
+from hopcast.coalescing import EVENTS_PER_WRITE, MIN_WINDOW, PHASES, Coalescer, coalescing_window
 from hopcast.hub import Hub
 from hopcast.listener import HttpConnection, StreamServer
 from hopcast.topics import Pattern
@@ -78,3 +78,27 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
     assert written() == set(range(len(conns)))
     assert coalescer._timer is None
     assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(len(conns))]
+
+
+@pytest.mark.parametrize(
+    ("rate", "expected"),
+    [
+        (0.0, 0.05),  # no deliveries measured: the configured window
+        (50.0, 0.05),  # 5 events take 100 ms: no more than configured
+        (100.0, 0.05),
+        (200.0, 0.025),  # busier: 5 events arrive in 25 ms
+        (10_000.0, MIN_WINDOW),
+    ],
+)
+def test_a_busier_connection_is_held_for_about_five_events(rate: float, expected: float) -> None:
+    coalescer = Coalescer(window_ms=50, workers=1)
+    coalescer.sample(share=0.9, rate=rate)
+    assert coalescer.window == pytest.approx(expected)
+    assert EVENTS_PER_WRITE == 5
+
+
+def test_the_window_closes_whatever_the_rate() -> None:
+    coalescer = Coalescer(window_ms=50, workers=1)
+    coalescer.sample(share=0.9, rate=200.0)
+    coalescer.sample(share=0.01, rate=200.0)
+    assert coalescer.window == 0.0
