@@ -81,7 +81,7 @@ class Coalescer:
         self._configured = window_ms / 1000
         self._workers = workers
         self.window = 0.0
-        """The window in force: the configured one while the process is busy, else 0."""
+        """The window in force while the process is busy (see `sample`), else 0."""
         self._held: list[list[HttpConnection]] = [[] for _ in range(PHASES)]
         self._timer: asyncio.TimerHandle | None = None
         self._phase = 0
@@ -96,16 +96,14 @@ class Coalescer:
         window = coalescing_window(share, self._workers, self.window, self._configured)
         if window and rate > 0:
             window = max(MIN_WINDOW, min(window, EVENTS_PER_WRITE / rate))
-        if window != self.window:
-            opened, closed = not self.window and window, self.window and not window
-            if opened or closed:
-                log.info(
-                    "%s: the gateway used %.0f %% of a core",
-                    f"writes coalesce in windows of {window * 1000:.0f} ms"
-                    if window
-                    else "writes go out at once",
-                    share * 100,
-                )
+        if bool(window) != bool(self.window):
+            log.info(
+                "%s: the gateway used %.0f %% of a core",
+                f"writes coalesce in windows of {window * 1000:.0f} ms"
+                if window
+                else "writes go out at once",
+                share * 100,
+            )
         self.window = window
 
     def hold(self, conn: HttpConnection) -> None:
