@@ -161,7 +161,7 @@ def standard(run: Run, sizes: Sizes, targets: list[str], profile_to: Path | None
             )
             steps.append(step)
             print(f"  {name}: {brief(step)}", flush=True)
-            if name == HOPCAST and profile_to is not None:
+            if name in (HOPCAST, HOPCAST_W2) and profile_to is not None:
                 profile_under_load(run, sizes, target, profile_to)
     return steps
 
