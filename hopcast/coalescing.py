@@ -130,13 +130,7 @@ class Coalescer:
         held, self._held[phase] = self._held[phase], []
         now = time.monotonic()
         for conn in held:  # a connection held twice finds nothing left the second time
-            sub = conn.sub
-            transport = conn.transport
-            if sub is not None and transport is not None and not conn.paused:
-                chunk = sub.take()
-                if chunk:
-                    transport.write(chunk)
-                    conn.last_write = now
+            conn.write_held(now)
 
 
 __all__ = [

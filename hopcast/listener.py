@@ -224,25 +224,22 @@ class HttpConnection(asyncio.Protocol):
         self.request.add_header(name, value, self.settings.max_header_bytes)
 
     def on_headers_complete(self) -> None:
-        if not self._answering():
-            self.state = "body"
-            self.deadline = time.monotonic() + BODY_TIMEOUT
+        if self._answering():
+            return  # its limits are checked when its turn comes, in `_answer`
+        self.state = "body"
+        self.deadline = time.monotonic() + BODY_TIMEOUT
         request = self.request
-        if request.too_large == 414:
-            self._answer_and_close(
-                414, "URI too long", f"at most {self.settings.max_url_bytes} bytes"
-            )
-        elif request.too_large == 431:
-            limit = self.settings.max_header_bytes
-            self._answer_and_close(431, "Request header fields too large", f"at most {limit} bytes")
-        elif (b"expect", b"100-continue") in request.headers and self.transport is not None:
+        if self._refused_head(request):
+            return
+        if (b"expect", b"100-continue") in request.headers and self.transport is not None:
             if request.announces_more_than(self.settings.max_event_bytes):
                 self._answer_and_close(413, "Content too large", self._too_large_detail())
             else:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if not self.request.add_body(body, self.settings.max_event_bytes):
+        too_much = not self.request.add_body(body, self.settings.max_event_bytes)
+        if too_much and not self._answering():
             self._answer_and_close(413, "Content too large", self._too_large_detail())
 
     def on_message_complete(self) -> None:
@@ -270,6 +267,8 @@ class HttpConnection(asyncio.Protocol):
 
     def _answer(self, request: ParsedRequest, scope: Scope, keep_alive: bool) -> None:
         self.deadline = None
+        if self._refused_head(request):
+            return
         if scope["method"] == "GET" and (
             scope["path"] == "/events" or scope["path"].startswith("/events/")
         ):
@@ -283,6 +282,16 @@ class HttpConnection(asyncio.Protocol):
             self.task = asyncio.ensure_future(
                 self._serve_app(scope, bytes(request.body), keep_alive)
             )
+
+    def _refused_head(self, request: ParsedRequest) -> bool:
+        """Answer 414 or 431 (and close) for a request head over its limits."""
+        if request.too_large == 414:
+            limit = self.settings.max_url_bytes
+            self._answer_and_close(414, "URI too long", f"at most {limit} bytes")
+        elif request.too_large == 431:
+            limit = self.settings.max_header_bytes
+            self._answer_and_close(431, "Request header fields too large", f"at most {limit} bytes")
+        return request.too_large is not None
 
     def _too_large_detail(self) -> str:
         return f"the body is larger than {self.settings.max_event_bytes} bytes"
@@ -387,6 +396,15 @@ class HttpConnection(asyncio.Protocol):
             coalescer.hold(self)
             return
         self._write(sub.take())
+
+    def write_held(self, now: float) -> None:
+        """Its turn came (`hopcast.coalescing`): write what is queued, if the socket takes it."""
+        sub, transport = self.sub, self.transport
+        if sub is not None and transport is not None and not self.paused:
+            chunk = sub.take()
+            if chunk:
+                transport.write(chunk)
+                self.last_write = now
 
     def closed(self, sub: Subscription, reason: str) -> None:
         """The hub ended this stream: cut a slow client at once, send others on their way."""

@@ -153,13 +153,15 @@ async def test_pipelined_requests_are_answered_in_order_after_a_slow_one() -> No
         writer.write(
             b"POST /events/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         await entered.wait()
         await asyncio.sleep(0.2)  # room for an out-of-turn answer to be written, were there one
         release.set()
-        first, second = [await _response(reader) for _ in range(2)]
+        first, second, third = [await _response(reader) for _ in range(3)]
         assert first[0] == 202
         assert second[0] == 200 and json.loads(second[2]) == {"status": "alive"}
+        assert third[0] == 414 and third[1]["content-type"] == "application/problem+json"
         writer.close()
 
 
@@ -170,6 +172,7 @@ async def test_a_request_pipelined_behind_an_event_stream_is_dropped() -> None:
         writer.write(
             b"GET /events/a HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nOrigin: https://other.example\r\n\r\n"
+            b"GET /" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert b"access-control-allow-origin: https://app.example" in head.lower()
