@@ -11,6 +11,7 @@ server that does not start), which is what CI runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -84,7 +85,22 @@ FULL = Sizes(
     topics=10,
     rate=1000,
     seconds=15,
-    ladder=(10_000, 20_000, 30_000, 50_000, 75_000, 100_000, 150_000, 200_000, 300_000),
+    ladder=(
+        10_000,
+        20_000,
+        30_000,
+        40_000,
+        50_000,
+        60_000,
+        75_000,
+        100_000,
+        125_000,
+        150_000,
+        175_000,
+        200_000,
+        250_000,
+        300_000,
+    ),
     step_seconds=6,
     scale=15_000,
     scale_w2=30_000,
@@ -300,12 +316,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", nargs="+", choices=TARGETS, default=list(TARGETS))
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
     parser.add_argument(
+        "--ladder",
+        nargs="+",
+        type=float,
+        metavar="DELIVERIES",
+        help="saturation: the deliveries/s offered, step by step (default: the issue's ladder)",
+    )
+    parser.add_argument(
         "--broker",
         default=os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP_URL),
         help="RabbitMQ URL (env BENCH_AMQP_URL)",
     )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
+    if args.ladder:
+        sizes = dataclasses.replace(sizes, ladder=tuple(args.ladder))
     if args.scenario is None:
         args.scenario = [s for s in SCENARIOS if not (args.smoke and s == "saturation")]
     missing = missing_baselines()

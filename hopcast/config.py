@@ -90,7 +90,7 @@ class Settings(BaseModel):
         DEFAULT_COALESCE_MS,
         description=(
             "while the process is busy, hold a client's next write up to this long after"
-            " its last one (less under heavy load: about 5 events' time), ms (0: never)"
+            " its last one (less under heavy load: about 10 events' time), ms (0: never)"
         ),
     )
     prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")

@@ -105,8 +105,7 @@ class StreamServer:
                 stats.deliveries,
             )
             elapsed = max(wall_now - wall, 1e-6)
-            per_connection = (delivered_now - delivered) / elapsed / max(1, len(self.connections))
-            self.coalescer.sample((cpu_now - cpu) / elapsed, per_connection)
+            self.coalescer.sample((cpu_now - cpu) / elapsed, (delivered_now - delivered) / elapsed)
             cpu, wall, delivered = cpu_now, wall_now, delivered_now
             if wall_now - swept >= period * 0.9:  # timers may fire a hair early
                 swept = wall_now
@@ -163,6 +162,8 @@ class HttpConnection(asyncio.Protocol):
         self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
         """Requests read along with the one being answered, answered in turn after it."""
         self.phase = random.randrange(PHASES)
+        self.counted = -1
+        """The coalescer's sample round this connection was last counted active in."""
         """The turn in which this connection's held writes go (see `PHASES`)."""
 
     # -- asyncio.Protocol -------------------------------------------------------
@@ -391,6 +392,9 @@ class HttpConnection(asyncio.Protocol):
         if self.paused or self.transport is None:
             return
         coalescer = self.server.coalescer
+        if self.counted != coalescer.round:
+            self.counted = coalescer.round
+            coalescer.active += 1
         window = coalescer.window
         if window and time.monotonic() - self.last_write < window:
             coalescer.hold(self)

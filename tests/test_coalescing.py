@@ -6,7 +6,7 @@ import pytest
 
 from hopcast.app import create_app
 from hopcast.broker.memory import MemoryBroker
-from hopcast.coalescing import EVENTS_PER_WRITE, MIN_WINDOW, PHASES, Coalescer, coalescing_window
+from hopcast.coalescing import EVENTS_PER_WRITE, MIN_WINDOW, PHASES, Coalescer, should_hold
 from hopcast.hub import Hub
 from hopcast.listener import HttpConnection, StreamServer
 from hopcast.topics import Pattern
@@ -14,20 +14,29 @@ from tests.support import settings_for
 
 
 @pytest.mark.parametrize(
-    ("share", "workers", "current", "expected"),
+    ("busy", "fill", "holding", "expected"),
     [
-        (0.4, 1, 0.0, 0.04),  # busy: the window opens
-        (0.2, 1, 0.0, 0.0),  # between the marks: as it was
-        (0.2, 1, 0.04, 0.04),  # coalesced, the same load costs ~3x less: it stays open
-        (0.08, 1, 0.04, 0.0),  # quiet: it closes
-        (0.2, 2, 0.0, 0.04),  # one of two workers at 0.2: the gateway uses 0.4
-        (0.04, 2, 0.04, 0.0),
+        (0.4, 3.0, False, True),  # busy, and several events per window: hold
+        (0.2, 3.0, False, False),  # between the marks: as it was
+        (0.2, 3.0, True, True),  # coalesced, the same load costs ~3x less: it stays open
+        (0.08, 3.0, True, False),  # quiet: it closes
+        (0.9, 1.0, False, False),  # one event per window: holding would only delay it
+        (0.9, 1.8, False, False),
+        (0.9, 1.8, True, True),  # between the fill marks: as it was
+        (0.9, 1.2, True, False),
     ],
 )
-def test_the_window_follows_the_gateways_load(
-    share: float, workers: int, current: float, expected: float
+def test_writes_are_held_when_busy_and_several_events_come_per_window(
+    busy: float, fill: float, holding: bool, expected: bool
 ) -> None:
-    assert coalescing_window(share, workers, current, 0.04) == expected
+    assert should_hold(busy, fill, holding) is expected
+
+
+def test_workers_count_the_gateways_load() -> None:
+    coalescer = Coalescer(window_ms=50, workers=2)
+    coalescer.active = 10
+    coalescer.sample(share=0.2, deliveries=10 * 100.0)  # 0.2 each: 0.4 of a core in all
+    assert coalescer.window == pytest.approx(0.05)
 
 
 class _Recorder:
@@ -83,22 +92,49 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
 @pytest.mark.parametrize(
     ("rate", "expected"),
     [
-        (0.0, 0.05),  # no deliveries measured: the configured window
-        (50.0, 0.05),  # 5 events take 100 ms: no more than configured
-        (100.0, 0.05),
-        (200.0, 0.025),  # busier: 5 events arrive in 25 ms
+        (20.0, 0.0),  # one event per 50 ms: not held at all
+        (50.0, 0.05),  # 10 events take 200 ms: no more than configured
+        (200.0, 0.05),
+        (400.0, 0.025),  # busier: 10 events arrive in 25 ms
         (10_000.0, MIN_WINDOW),
     ],
 )
-def test_a_busier_connection_is_held_for_about_five_events(rate: float, expected: float) -> None:
+def test_a_busier_connection_is_held_for_about_ten_events(rate: float, expected: float) -> None:
     coalescer = Coalescer(window_ms=50, workers=1)
-    coalescer.sample(share=0.9, rate=rate)
+    coalescer.active = 100
+    coalescer.sample(share=0.9, deliveries=100 * rate)
     assert coalescer.window == pytest.approx(expected)
-    assert EVENTS_PER_WRITE == 5
+    assert coalescer.active == 0  # counted afresh for the next sample
+    assert EVENTS_PER_WRITE == 10
 
 
 def test_the_window_closes_whatever_the_rate() -> None:
     coalescer = Coalescer(window_ms=50, workers=1)
-    coalescer.sample(share=0.9, rate=200.0)
-    coalescer.sample(share=0.01, rate=200.0)
+    coalescer.active = 1
+    coalescer.sample(share=0.9, deliveries=200.0)
+    assert coalescer.window
+    coalescer.active = 1
+    coalescer.sample(share=0.01, deliveries=200.0)
     assert coalescer.window == 0.0
+
+
+async def test_the_rate_is_a_busy_connections_not_the_average() -> None:
+    """Ten connections get 400 events/s each, 990 get none: the ten are held for 25 ms."""
+    app = create_app(settings_for("memory"))
+    server = StreamServer(app)
+    hub = app.state.hub = Hub(MemoryBroker(), server.settings)
+    coalescer = server.coalescer
+    conns = []
+    for _ in range(1000):
+        conn = HttpConnection(server)
+        conn.transport = _Recorder()  # type: ignore[assignment]
+        conn.sub = hub.subscribe([Pattern.parse("a")])
+        conns.append(conn)
+    for _ in range(2):  # a connection is counted once per sample, however often it is flushed
+        for conn in conns[:10]:
+            assert conn.sub is not None
+            conn.sub._frames.append(b"data: x\n\n")
+            conn.flush(conn.sub)
+    assert coalescer.active == 10
+    coalescer.sample(share=0.9, deliveries=10 * 400.0)
+    assert coalescer.window == pytest.approx(EVENTS_PER_WRITE / 400.0)

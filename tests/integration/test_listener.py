@@ -123,6 +123,7 @@ async def test_a_coalescing_window_delays_but_keeps_every_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(coalescing, "BUSY_ON", 0.0)  # as if the process were busy
+    monkeypatch.setattr(coalescing, "FILL_ON", 0.0)  # and its connections too
     async with serve_in_loop(settings_for("memory", coalesce_ms=30, heartbeat=0.2)) as gw:
         await asyncio.sleep(0.3)  # a sweep turns the window on
         async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
