@@ -40,7 +40,7 @@ FILL_OFF = 1.5
 
 Below two, a held event mostly waits for a write it would have had alone: at
 20k deliveries/s over 1,000 connections (one event per connection per 50 ms)
-holding put the p99 latency at 71 ms instead of 7, for little CPU. Counted
+holding put the p99 latency at 71 ms instead of 4-6, for little CPU. Counted
 over the connections that got any event, so a few busy connections among
 many idle ones still coalesce. The rate does not depend on holding, so the
 two marks only keep noise from flipping the window.

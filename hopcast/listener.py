@@ -162,9 +162,9 @@ class HttpConnection(asyncio.Protocol):
         self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
         """Requests read along with the one being answered, answered in turn after it."""
         self.phase = random.randrange(PHASES)
+        """The turn in which this connection's held writes go (see `PHASES`)."""
         self.counted = -1
         """The coalescer's sample round this connection was last counted active in."""
-        """The turn in which this connection's held writes go (see `PHASES`)."""
 
     # -- asyncio.Protocol -------------------------------------------------------
 
