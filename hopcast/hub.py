@@ -59,6 +59,7 @@ class Stats:
     deliveries: int = 0
     slow_disconnects: int = 0
     catchup_readers: int = 0
+    catchup_readers_started: int = 0
     reconnects: int = 0
     refused_connections: int = 0
 
@@ -84,6 +85,7 @@ class _CatchUp:
         await asyncio.sleep(CATCHUP_GATHER)
         delay = BACKOFF_START
         hub.stats.catchup_readers += 1
+        hub.stats.catchup_readers_started += 1
         try:
             while self.members:
                 start: StartAt = self.start if self.position is None else self.position + 1

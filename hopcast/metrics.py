@@ -39,6 +39,11 @@ class HubCollector(Collector):
             value=stats.reconnects,
         )
         yield CounterMetricFamily(
+            "hopcast_catchup_readers_started",
+            "Temporary stream readers opened for resumes beyond the ring",
+            value=stats.catchup_readers_started,
+        )
+        yield CounterMetricFamily(
             "hopcast_refused_connections",
             "Subscriptions told to come back later (over a connection limit)",
             value=stats.refused_connections,
