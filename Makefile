@@ -30,6 +30,7 @@ bench: setup
 bench-smoke: setup
 	@bench/setup
 	$(PY) -m bench.run --smoke
+	$(PY) -m bench.run --smoke --scenario standard --target hopcast-uvicorn hopcast-granian
 
 faults: setup
 	HOPCAST_FAULTS_CLUSTER=1 $(PY) -m pytest -q tests/faults -m cluster

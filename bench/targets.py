@@ -40,6 +40,10 @@ MAX_FILES = 20_000
 
 HOPCAST = "hopcast"
 HOPCAST_W2 = "hopcast-w2"
+HOPCAST_UVICORN = "hopcast-uvicorn"
+HOPCAST_GRANIAN = "hopcast-granian"
+ASGI_SERVERS = (HOPCAST_UVICORN, HOPCAST_GRANIAN)
+"""The same gateway as a plain ASGI app, streams included, under another server."""
 SEED_NODE = "seed-node"
 SEED_PYTHON = "seed-python"
 NCHAN = "nchan"
@@ -270,6 +274,16 @@ class Hopcast(Target):
         self.extra = extra
         broker.forget(self.exchange, self.stream)
 
+    def env(self) -> dict[str, str]:
+        # A load test comes from a few loopback addresses: lift the per-address cap, and
+        # allow what the open-files limit allows (a caller's own HOPCAST_* values win).
+        return {
+            "HOPCAST_MAX_CONNECTIONS": os.environ.get("HOPCAST_MAX_CONNECTIONS", "19000"),
+            "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS": os.environ.get(
+                "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS", "20000"
+            ),
+        }
+
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         argv = [
             sys.executable,
@@ -290,15 +304,7 @@ class Hopcast(Target):
             "info",
             *self.extra,
         ]
-        # A load test comes from a few loopback addresses: lift the per-address cap, and
-        # allow what the open-files limit allows (a caller's own HOPCAST_* values win).
-        env = {
-            "HOPCAST_MAX_CONNECTIONS": os.environ.get("HOPCAST_MAX_CONNECTIONS", "19000"),
-            "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS": os.environ.get(
-                "HOPCAST_MAX_CONNECTIONS_PER_ADDRESS", "20000"
-            ),
-        }
-        return argv, env, ROOT
+        return argv, self.env(), ROOT
 
     def metrics(self) -> dict[str, float]:
         """The gateway's Prometheus metrics, by name (one worker's view with several)."""
@@ -311,6 +317,29 @@ class Hopcast(Target):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
         return out
+
+
+class HopcastAsgi(Hopcast):
+    """The gateway's ASGI app (`bench.asgi_app`) under uvicorn or granian, one process,
+    uvloop, as when it is mounted in another application."""
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        env = {
+            **self.env(),
+            "HOPCAST_BROKER": self.broker.url,
+            "HOPCAST_EXCHANGE": self.exchange,
+            "HOPCAST_STREAM": self.stream,
+        }
+        if self.name == HOPCAST_GRANIAN:
+            server = ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop"]
+            server += ["--http", "1", "--no-ws", "--log-level", "warning", "--backlog", "2048"]
+            server += ["--backpressure", "20000"]  # concurrent requests; each stream is one
+            server += ["--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            server = ["uvicorn", "--factory", "--loop", "uvloop", "--http", "httptools"]
+            server += ["--no-access-log", "--log-level", "warning", "--backlog", "2048"]
+            server += ["--host", "127.0.0.1", "--port", str(self.port)]
+        return [sys.executable, "-m", *server, "bench.asgi_app:app"], env, ROOT
 
 
 class SeedNode(Target):
