@@ -259,7 +259,7 @@ class Hub:
         """After a reconnect: a tail behind our position means the stream was recreated."""
         if self.position < 0:
             return start
-        tail = await self.broker.tail()
+        tail = await self.broker.tail(patient=True)
         if tail is None or tail < self.position:
             return self._on_stream_reset(tail)
         return start
@@ -364,7 +364,7 @@ class Hub:
     async def reaches(self, offset: int) -> bool:
         """Whether the broker's stream holds ``offset`` (one probe shared by concurrent asks)."""
         if self._probe is None or self._probe.done():
-            self._probe = asyncio.ensure_future(self.broker.tail())
+            self._probe = asyncio.ensure_future(self.broker.tail(patient=True))
         try:
             tail = await asyncio.shield(self._probe)
         except BrokerUnavailable:

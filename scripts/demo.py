@@ -42,8 +42,10 @@ async def show(url: str) -> None:
         else:
             raise SystemExit("the gateway did not become ready; see its log above")
 
-        async def publish() -> None:
-            await asyncio.sleep(0.5)
+        async def publish(client: Client) -> None:
+            # subscribed once the stream's position came (the client has no event for it)
+            while client.last_event_id is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             for i, (topic, event) in enumerate(
                 [("demo.orders", "order-paid"), ("demo.chat", None), ("demo.orders", "shipped")]
             ):
@@ -52,9 +54,9 @@ async def show(url: str) -> None:
                 resp = await http.post(f"/events/{topic}", content=body, params=params)
                 print(f"  POST /events/{topic} -> {resp.status_code}")
 
-        task = asyncio.create_task(publish())
         print(f"subscribed: GET {url}/events/demo.*")
         async with Client(url, ["demo.*"]) as client:
+            task = asyncio.create_task(publish(client))
             seen = 0
             async for event in client:
                 print(f"  received id={event.id} event={event.event} data={event.data}")

@@ -35,7 +35,7 @@ REQUIRE_RABBITMQ = os.environ.get("HOPCAST_REQUIRE_RABBITMQ", "") not in ("", "0
 def rabbitmq_reachable(url: str = AMQP_URL) -> bool:
     async def probe() -> bool:
         try:
-            conn = await asyncio.wait_for(aiormq.connect(url), 3)
+            conn = await asyncio.wait_for(aiormq.connect(url), 15)  # a loaded machine is slow
         except (OSError, TimeoutError, aiormq.exceptions.AMQPError):
             return False
         await conn.close()

@@ -57,8 +57,12 @@ class Broker(Protocol):
     def read(self, start: StartAt, *, purpose: str = "live") -> Reader:
         """Open a read of the stream from ``start``."""
 
-    async def tail(self) -> int | None:
-        """The offset of the stream's last message, or None when it is empty."""
+    async def tail(self, *, patient: bool = False) -> int | None:
+        """The offset of the stream's last message, or None when it is empty.
+
+        ``patient``: the caller has seen the stream hold messages, so an empty
+        answer costs a longer wait first (a broker slow to deliver looks empty).
+        """
 
     async def aclose(self) -> None:
         """Close every connection; readers end with `BrokerUnavailable`."""

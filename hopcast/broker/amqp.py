@@ -42,6 +42,15 @@ PUBLISH_TIMEOUT = 10.0
 DECLARE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
 TAIL_FIRST_WAIT = 0.5
+"""Seconds a tail probe waits for a first delivery before it calls the stream empty.
+
+A stream gives no count of its messages over AMQP 0-9-1 (``queue.declare`` says
+0), so an empty stream is one that delivers nothing from ``last`` in this time.
+"""
+TAIL_PATIENT_WAIT = 5.0
+"""The same wait for a caller that has seen the stream hold messages (after a
+reconnect, or for a client's resume point), where a wrong "empty" would be taken
+for a recreated stream and send clients everything again."""
 TAIL_IDLE_WAIT = 0.1
 TAIL_MAX_READ = 1.0
 """Seconds a tail probe reads at most: while publishers publish, deliveries never pause,
@@ -224,14 +233,14 @@ class AmqpBroker:
     def read(self, start: StartAt, *, purpose: str = "live") -> AmqpReader:
         return AmqpReader(self, start, purpose)
 
-    async def tail(self) -> int | None:
+    async def tail(self, *, patient: bool = False) -> int | None:
         """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
         reader = AmqpReader(self, "last", "tail")
         last: int | None = None
         give_up = asyncio.get_running_loop().time() + TAIL_MAX_READ
         async with reader:
             batches = reader.__aiter__()
-            wait = TAIL_FIRST_WAIT
+            wait = TAIL_PATIENT_WAIT if patient else TAIL_FIRST_WAIT
             while last is None or asyncio.get_running_loop().time() < give_up:
                 try:
                     async with asyncio.timeout(wait):

@@ -74,7 +74,7 @@ class MemoryBroker:
         self._grew.set()
         self._grew = asyncio.Event()
 
-    async def tail(self) -> int | None:
+    async def tail(self, *, patient: bool = False) -> int | None:
         if self._closed:
             raise BrokerUnavailable("the memory broker is closed")
         return self._messages[-1].offset if len(self._messages) > self._base else None

@@ -41,7 +41,8 @@ async def test_broker_restart_with_connected_clients(names: Names) -> None:
             finally:
                 await asyncio.to_thread(rabbitmqctl, "start_app")
                 await asyncio.to_thread(rabbitmqctl, "await_startup")
-            async with httpx.AsyncClient(base_url=gw.url) as http:
+            # the gateway waits up to 10 s for a confirm; httpx's own default is 5
+            async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
                 await _until_status(http, "/readyz", 200)
                 # the gateway's own publish path is back too (confirmed and routed)
                 for _ in range(100):

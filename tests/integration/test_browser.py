@@ -103,7 +103,7 @@ async def test_heartbeat_id_moves_the_browsers_resume_point(
             while gw.hub.position < 2 or gw.hub.position < gw.hub.tail_hint:
                 await asyncio.sleep(0.05)
         target = gw.hub.position
-        await asyncio.sleep(1.0)  # a few heartbeats carry the new position
+        await asyncio.sleep(3.0)  # heartbeats every 0.2 s carry the new position
         seen = []
         real_subscribe = gw.hub.subscribe
 

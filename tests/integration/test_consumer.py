@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pika
 import pytest
 
-from hopcast.broker import Message
+from hopcast.broker import Message, amqp
 from hopcast.broker.amqp import AmqpBroker
 from hopcast.broker.consumer import StreamConsumer
 from hopcast.errors import BrokerUnavailable
@@ -102,7 +102,7 @@ async def test_whatever_another_client_publishes_arrives_whole(
     ]
     offsets = [m.offset for m in messages]
     assert offsets == sorted(offsets) and offsets[-1] - offsets[0] == 5  # one stepped over
-    assert await broker.tail() == offsets[-1]
+    assert await broker.tail(patient=True) == offsets[-1]
 
 
 async def test_reads_start_where_asked_and_credit_keeps_flowing(
@@ -149,3 +149,17 @@ async def test_connection_failures_are_reported_clearly(names: Names) -> None:
         await StreamConsumer.open(wrong, names.stream, "first", prefetch=10)
     with pytest.raises(OSError):
         await StreamConsumer.open("amqp://127.0.0.1:1/", names.stream, "first", prefetch=10)
+
+
+async def test_a_patient_tail_probe_waits_for_a_late_first_message(
+    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream gives no message count: it is empty when nothing comes from ``last`` in time.
+    A patient probe (the hub's after a reconnect) gives a slow broker far longer."""
+    assert await broker.tail() is None
+    monkeypatch.setattr(amqp, "TAIL_PATIENT_WAIT", 60.0)
+    probe = asyncio.create_task(broker.tail(patient=True))
+    await asyncio.sleep(2 * amqp.TAIL_FIRST_WAIT)
+    assert not probe.done()  # a quick probe would have called it empty by now
+    await broker.publish("t", b"late", None)
+    assert await probe == 0

@@ -223,7 +223,9 @@ async def test_resume_exactness_while_subscribers_reconnect(broker_kind: str, na
                 async with Listener(f"{gw.url}/events/seq.%23", headers) as sub:
                     if last is None:
                         await sub.wait_until(lambda s: s.last_id is not None)
-                        start.set() if seed == 0 else None
+                        live.append(seed)
+                        if len(live) == subscribers:
+                            all_live.set()
                     want = len(got) + rnd.randint(1, 60)
                     await sub.wait_for(min(want, total - len(got)), timeout=60)
                     got.extend(sub.data())
@@ -231,12 +233,11 @@ async def test_resume_exactness_while_subscribers_reconnect(broker_kind: str, na
                 if len(got) >= total:
                     return got
 
-        start = asyncio.Event()
-        subs = [asyncio.create_task(subscriber(n)) for n in range(12)]
-        await asyncio.wait_for(start.wait(), 20)
-        await asyncio.sleep(0.2)
+        subscribers, live, all_live = 12, list[int](), asyncio.Event()
+        subs = [asyncio.create_task(subscriber(n)) for n in range(subscribers)]
+        await asyncio.wait_for(all_live.wait(), 60)  # each is live before the first event
         pub = asyncio.create_task(publisher())
-        results = await asyncio.wait_for(asyncio.gather(*subs), 120)
+        results = await asyncio.wait_for(asyncio.gather(*subs), 240)
         await pub
         for got in results:
             assert got == [str(i) for i in range(total)]

@@ -169,12 +169,14 @@ async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: N
         await sampler
         for start, ids in zip(starts, results, strict=True):
             assert ids == [o for o in offsets if o > start]
-        # the gateway's own count of the readers it opened is exact; rabbitmqctl's
-        # samples (a second or so each) confirm it from the broker's side
+        # The gateway's own count of the readers it opened is exact: 2 here on a quiet
+        # machine, 334 with sharing turned off (one per resume from the stream); late
+        # waves of clients on a loaded machine may start a few more. rabbitmqctl's
+        # samples (a second or so each) confirm it from the broker's side.
         started = await _metric(gw.url, "hopcast_catchup_readers_started_total")
-        assert 1 <= started <= 8, started
+        assert 1 <= started <= 30, started
         assert counts, "no sample of the broker's consumers was taken"
-        assert max(counts) <= 4, counts
+        assert max(counts) <= 8, counts
 
 
 async def _metric(url: str, name: str) -> float:
