@@ -331,15 +331,13 @@ class HopcastAsgi(Hopcast):
             "HOPCAST_STREAM": self.stream,
         }
         if self.name == HOPCAST_GRANIAN:
-            server = ["granian", "--interface", "asgi", "--factory", "--loop", "uvloop"]
-            server += ["--http", "1", "--no-ws", "--log-level", "warning", "--backlog", "2048"]
+            server = ["granian", "--interface", "asgi", "--http", "1", "--no-ws"]
             server += ["--backpressure", "20000"]  # concurrent requests; each stream is one
-            server += ["--host", "127.0.0.1", "--port", str(self.port)]
         else:
-            server = ["uvicorn", "--factory", "--loop", "uvloop", "--http", "httptools"]
-            server += ["--no-access-log", "--log-level", "warning", "--backlog", "2048"]
-            server += ["--host", "127.0.0.1", "--port", str(self.port)]
-        return [sys.executable, "-m", *server, "bench.asgi_app:app"], env, ROOT
+            server = ["uvicorn", "--http", "httptools", "--no-access-log"]
+        server += ["--factory", "--loop", "uvloop", "--log-level", "warning", "--backlog", "2048"]
+        server += ["--host", "127.0.0.1", "--port", str(self.port), "bench.asgi_app:app"]
+        return [sys.executable, "-m", *server], env, ROOT
 
 
 class SeedNode(Target):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +11,7 @@ from hopcast.hub import Hub
 from hopcast.subscription import Subscription
 from hopcast.topics import Pattern
 from hopcast.trie import PatternTrie
+from tests.support import until
 
 WORDS = st.sampled_from(["a", "b", "c"])
 PATTERN_WORDS = st.sampled_from(["a", "b", "*", "#"])
@@ -92,16 +90,10 @@ async def test_a_broker_slow_to_show_its_tail_is_not_taken_for_a_recreated_strea
     for n in range(5):
         broker.append("t", b"%d" % n, None)
     async with Hub(broker, Settings.from_env({"HOPCAST_BROKER": "memory://"})) as hub:
-        await _until(lambda: hub.ready and hub.position == 4)
+        await until(lambda: hub.ready and hub.position == 4, "the stream read")
         await broker.aclose()  # the connection drops; the hub reconnects and checks the tail
-        await _until(lambda: hub.stats.reconnects >= 1 and hub.ready)
+        await until(lambda: hub.stats.reconnects >= 1 and hub.ready, "the hub back")
         broker.append("t", b"5", None)
-        await _until(lambda: hub.position == 5)
+        await until(lambda: hub.position == 5, "the new event read")
         # each event read once: a stream taken for recreated is read again from the start
         assert hub.stats.events == 6
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.01)

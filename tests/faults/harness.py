@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -124,16 +124,6 @@ def client_ports(pid: int, server_port: int) -> set[int]:
                 ):
                     ports.add(int(remote.rsplit(":", 1)[1], 16))
     return ports
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not check():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 async def wait_status(url: str, status: int, timeout: float = 120.0) -> None:

@@ -20,7 +20,6 @@ from tests.faults.harness import (
     GatewayProcess,
     Timings,
     gateway,
-    until,
     wait_status,
 )
 from tests.faults.sequence import (
@@ -37,7 +36,7 @@ from tests.faults.subscribers import (
     flowing,
     open_fresh,
 )
-from tests.support import Names
+from tests.support import Names, until
 
 pytestmark = [
     pytest.mark.cluster,

@@ -15,7 +15,6 @@ from tests.faults.harness import (
     Timings,
     client_ports,
     gateway,
-    until,
     wait_status,
 )
 from tests.faults.sequence import (
@@ -32,7 +31,7 @@ from tests.faults.subscribers import (
     flowing,
     open_fresh,
 )
-from tests.support import AMQP_URL, Names
+from tests.support import AMQP_URL, Names, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 

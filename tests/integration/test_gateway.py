@@ -20,6 +20,7 @@ from tests.support import (
     post,
     serve_in_loop,
     settings_for,
+    until,
 )
 
 
@@ -156,7 +157,7 @@ async def test_heartbeat_moves_the_id_to_the_latest_safe_offset(
             await sub.wait_until(lambda s: s.last_id is not None)
             await publish_raw(gw, broker_kind, names, [("other", b"1", None)] * 5)
             position = gw.hub.position
-            await asyncio.wait_for(_until(lambda: gw.hub.position >= position), 10)
+            await until(lambda: gw.hub.position >= position, "the hub at the position", 10)
             await sub.wait_until(lambda s: s.last_id == str(gw.hub.position), timeout=10)
             assert sub.events == []
             # resuming from the heartbeat id loses nothing that came after it
@@ -166,12 +167,6 @@ async def test_heartbeat_moves_the_id_to_the_latest_safe_offset(
         assert last is not None
         async with Listener(f"{gw.url}/events/mine", {"Last-Event-ID": str(int(last) - 1)}) as r:
             assert [e.data for e in await r.wait_for(1)] == ["after"]
-
-
-async def _until(check: object) -> None:
-    assert callable(check)
-    while not check():
-        await asyncio.sleep(0.02)
 
 
 async def test_odd_bodies_published_straight_to_the_broker(broker_kind: str, names: Names) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import time
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import httpx
 import pytest
 
 from tests.integration.hostile_kit import IO_TIMEOUT
-from tests.support import ChildGateway, Listener, child_gateway, wait_ready
+from tests.support import ChildGateway, Listener, child_gateway, metric, wait_ready
 
 
 def rss(pid: int) -> int:
@@ -131,11 +130,6 @@ async def abuse_round(
         sock.close()
 
 
-async def slow_disconnects(http: httpx.AsyncClient) -> float:
-    text = (await http.get("/metrics")).text
-    return float(re.findall(r"^hopcast_slow_disconnects_total (\S+)$", text, re.M)[0])
-
-
 @pytest.mark.slow
 async def test_abusive_clients_do_not_starve_others_or_grow_memory() -> None:
     env = {
@@ -164,7 +158,7 @@ async def test_abusive_clients_do_not_starve_others_or_grow_memory() -> None:
             async with httpx.AsyncClient(base_url=child.url, timeout=IO_TIMEOUT) as http:
                 await flood(http, sent, "big", 400, 16_000)
                 async with asyncio.timeout(IO_TIMEOUT):
-                    while await slow_disconnects(http) < len(readers):
+                    while await metric(http, "hopcast_slow_disconnects_total") < len(readers):
                         await asyncio.sleep(0.1)
                 await subscriber.wait_until(lambda s: len(s.events) >= len(sent), IO_TIMEOUT)
                 assert subscriber.data() == sent

@@ -16,6 +16,7 @@ from tests.support import (
     Names,
     amqp_publish,
     child_gateway,
+    metric,
     wait_ready,
 )
 
@@ -173,19 +174,11 @@ async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: N
         # machine, 334 with sharing turned off (one per resume from the stream); late
         # waves of clients on a loaded machine may start a few more. rabbitmqctl's
         # samples (a second or so each) confirm it from the broker's side.
-        started = await _metric(gw.url, "hopcast_catchup_readers_started_total")
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            started = await metric(http, "hopcast_catchup_readers_started_total")
         assert 1 <= started <= 30, started
         assert counts, "no sample of the broker's consumers was taken"
         assert max(counts) <= 8, counts
-
-
-async def _metric(url: str, name: str) -> float:
-    async with httpx.AsyncClient(base_url=url) as http:
-        text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} is not in /metrics")
 
 
 async def _all_offsets(url: str, count: int) -> list[int]:
