@@ -145,6 +145,9 @@ REFUSED = [
     (post_raw(b"/events/a.*", b"x"), 400, "'*'"),
     (post_raw(b"/events/%23", b"x"), 400, "'#'"),
     (post_raw(b"/events/a%0Db", b"x"), 400, "topic"),
+    (post_raw(b"/events/a%0Ab", b"x"), 400, "topic"),  # a routing regex's "." stops at LF
+    (get(b"/events/a%0Ab"), 400, "pattern"),
+    (get(b"/events/%0A"), 400, "pattern"),
     (post_raw(b"/events/a?event=hopcast-missed", b"x"), 400, "reserved"),
     (post_raw(b"/events/a?event=", b"x"), 400, "event name"),
     (post_raw(b"/events/a?event=a%0Db", b"x"), 400, "event name"),
@@ -158,6 +161,7 @@ REFUSED = [
     (http_request("PUT", b"/events/a", body=b"x"), 405, "Method"),
     (http_request("DELETE", b"/healthz"), 405, "Method"),
     (http_request("OPTIONS", b"/events/a"), 405, "Method"),
+    (http_request("OPTIONS", b"/events/a%0Ab"), 405, "Method"),
 ]
 
 # Requests that break HTTP itself: the native listener answers them with a problem;
