@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -121,11 +122,32 @@ def settings_for(kind: str, names: Names | None = None, **overrides: object) -> 
     return Settings.from_env(env, **overrides)
 
 
+PORTS_FROM = 10_000
+"""Test gateways listen on ports from here up to the ephemeral range."""
+_RANDOM = random.SystemRandom()  # not the one Hypothesis seeds
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port nothing listens on, below the kernel's ephemeral range.
+
+    A port the kernel handed out (bind to 0) is one it may hand out again, as
+    the local end of any outgoing connection, in the moment between a gateway
+    stopping and starting again on it; below the range, only a listener takes it.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(1000):
+        port = _RANDOM.randrange(PORTS_FROM, max(PORTS_FROM + 1000, ephemeral))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {PORTS_FROM} and {ephemeral}")
 
 
 @dataclass
