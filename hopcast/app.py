@@ -5,16 +5,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
-import random
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -24,7 +20,6 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import Message, Receive, Scope, Send
 
 from hopcast.auth import Authorizer, Forbidden, Principal, Unauthorized
 from hopcast.broker import Broker, broker_from_settings
@@ -33,7 +28,6 @@ from hopcast.errors import (
     BrokerUnavailable,
     InvalidInput,
     InvalidOffset,
-    SubscriptionClosed,
 )
 from hopcast.hub import Hub
 from hopcast.limits import (
@@ -46,13 +40,9 @@ from hopcast.limits import (
 )
 from hopcast.metrics import render_metrics
 from hopcast.openapi import document
+from hopcast.responses import ComeBackLater, EventStreamResponse
 from hopcast.sse import (
-    TOKEN_EXPIRED,
     check_event_name,
-    encode_gateway_event,
-    encode_heartbeat,
-    encode_preamble,
-    encode_retry,
 )
 from hopcast.subscription import Since, Subscription
 from hopcast.topics import Pattern, parse_topic
@@ -62,13 +52,6 @@ log = logging.getLogger(__name__)
 MAX_OFFSET = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest ``?since=``: no stream holds anything older."""
-SEND_TIMEOUT = 30.0
-"""Seconds one write may wait on a client's full socket before the client is cut off."""
-SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),
-]
 
 
 def problem(
@@ -141,115 +124,6 @@ def _resume_point(request: Request) -> tuple[int | None, Since | None]:
     if since is not None:
         return None, parse_since(since)
     return None, None
-
-
-class EventStreamResponse(Response):
-    """Streams a subscription as text/event-stream; one task owns all the writes."""
-
-    def __init__(
-        self,
-        hub: Hub,
-        sub: Subscription,
-        settings: Settings,
-        *,
-        expires_at: datetime | None = None,
-        on_done: Callable[[], None] | None = None,
-    ) -> None:
-        self.hub = hub
-        self.sub = sub
-        self.settings = settings
-        self.expires_at = expires_at.timestamp() if expires_at is not None else None
-        self.on_done = on_done
-        self.status_code = 200
-        self.background = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sub = self.sub
-        writer = asyncio.current_task()
-        if writer is None:  # pragma: no cover - always inside a task under ASGI servers
-            raise RuntimeError("no current task")
-        watcher = asyncio.create_task(self._watch(receive, writer))
-        sub.on_cut = writer.cancel
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await self._write(send, encode_preamble(self.settings.retry, None))
-            first_id = await sub.start()
-            if first_id is not None:
-                await self._write(send, encode_heartbeat(first_id))
-            await self._stream(send)
-        except SubscriptionClosed as closed:
-            await self._finish(send, closed.reason)
-        except (asyncio.CancelledError, TimeoutError, OSError):
-            pass  # the client left, or stopped reading: it resumes with Last-Event-ID
-        finally:
-            watcher.cancel()
-            sub.close("done")
-            if self.on_done is not None:
-                self.on_done()
-
-    async def _stream(self, send: Send) -> None:
-        sub = self.sub
-        heartbeat = self.settings.heartbeat
-        expires_at = self.expires_at
-        while True:
-            wait = heartbeat
-            if expires_at is not None:
-                left = expires_at - time.time()
-                if left <= 0:
-                    await self._write(send, token_expired_frame())
-                    raise SubscriptionClosed("token-expired")
-                wait = min(wait, left)
-            chunk = await sub.next_chunk(wait)
-            if chunk is None:
-                if expires_at is not None and expires_at - time.time() <= 0:
-                    continue
-                chunk = encode_heartbeat(sub.safe_offset)
-            await self._write(send, chunk)
-
-    @staticmethod
-    async def _write(send: Send, body: bytes) -> None:
-        async with asyncio.timeout(SEND_TIMEOUT):
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-
-    async def _finish(self, send: Send, reason: str) -> None:
-        """End the response; ask a client sent away by shutdown to come back a bit later."""
-        tail = b""
-        if reason == "shutdown":
-            spread = self.settings.retry * random.uniform(1.0, 3.0)
-            tail = encode_retry(int(spread))
-        with contextlib.suppress(TimeoutError, OSError):
-            async with asyncio.timeout(1.0):
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-    async def _watch(self, receive: Receive, writer: asyncio.Task[Any]) -> None:
-        """Cancel the writer when the client disconnects or the subscription is cut off."""
-        while True:
-            message: Message = await receive()
-            if message["type"] == "http.disconnect":
-                if self.sub.closed is None:
-                    writer.cancel()
-                return
-
-
-def token_expired_frame() -> bytes:
-    # No id: the client's resume point stays at the last event it really got.
-    frame = encode_gateway_event(0, TOKEN_EXPIRED, {"reason": "token-expired"})
-    return frame.split(b"\n", 1)[1]
-
-
-class ComeBackLater(Response):
-    """200 with a spread-out ``retry:`` hint, then the end: an EventSource retries after it.
-
-    A non-200 answer would make a browser give up for good (WHATWG: "fail the
-    connection"), so "over capacity" and "shutting down" are said this way.
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, retry_ms: int, reason: str) -> None:
-        spread = int(retry_ms * random.uniform(1.0, 3.0))
-        body = encode_retry(spread) + f": {reason}\n\n".encode()
-        super().__init__(body, 200, headers={"Cache-Control": "no-cache"})
 
 
 def _state(request: Request) -> tuple[Hub, Settings, Authorizer]:

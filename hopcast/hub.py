@@ -2,7 +2,7 @@
 
 The data path is stream → `Hub._dispatch` → `Subscription` (`hopcast.subscription`:
 each client's queue and cursor) → its writer, a connection in `hopcast.listener`
-or, when mounted, `EventStreamResponse` in `hopcast.app`. How a resume hands
+or, when mounted, `EventStreamResponse` in `hopcast.responses`. How a resume hands
 over from replay to live without a gap or a duplicate is drawn in
 ``docs/architecture.md``.
 

@@ -29,12 +29,13 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Scope
 
-from hopcast.app import Admitted, create_app, problem, token_expired_frame
+from hopcast.app import Admitted, create_app, problem
 from hopcast.coalescing import LOAD_SAMPLE, PHASES, Coalescer
 from hopcast.config import Settings
 from hopcast.errors import SubscriptionClosed
 from hopcast.hub import Hub
 from hopcast.request import ParsedRequest, admit_stream, call_app, encode_response, stream_head
+from hopcast.responses import token_expired_frame
 from hopcast.sse import encode_heartbeat, encode_preamble, encode_retry
 from hopcast.subscription import Mode, Subscription
 
