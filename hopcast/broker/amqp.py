@@ -37,6 +37,7 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError,  # aiormq: "connection closed" when opening a channel on a dying connection
 )
 """What a broken or refused connection can raise from aiormq."""
+_COUNT_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 
 PUBLISH_TIMEOUT = 10.0
 DECLARE_TIMEOUT = 10.0
@@ -44,13 +45,17 @@ CONNECT_TIMEOUT = 5.0
 TAIL_FIRST_WAIT = 0.5
 """Seconds a tail probe waits for a first delivery before it calls the stream empty.
 
-A stream gives no count of its messages over AMQP 0-9-1 (``queue.declare`` says
-0), so an empty stream is one that delivers nothing from ``last`` in this time.
+An empty stream is one that delivers nothing from ``last`` in this time, and that
+RabbitMQ does not count any messages in: the count ``queue.declare`` answers for
+a stream lags its writes by seconds (and reads 0 just after a broker restart), so
+it can only say "not empty", never "empty".
 """
 TAIL_PATIENT_WAIT = 5.0
 """The same wait for a caller that has seen the stream hold messages (after a
-reconnect, or for a client's resume point), where a wrong "empty" would be taken
-for a recreated stream and send clients everything again."""
+reconnect, or for a client's resume point), or for a stream RabbitMQ counts
+messages in, where a wrong "empty" would be taken for a recreated stream and send
+clients everything again, or, at start-up, send a stream's history to fresh
+subscribers as if it were new."""
 TAIL_IDLE_WAIT = 0.1
 TAIL_MAX_READ = 1.0
 """Seconds a tail probe reads at most: while publishers publish, deliveries never pause,
@@ -235,6 +240,8 @@ class AmqpBroker:
 
     async def tail(self, *, patient: bool = False) -> int | None:
         """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
+        if not patient:
+            patient = await self._counts_messages()  # then a slow broker is given time
         reader = AmqpReader(self, "last", "tail")
         last: int | None = None
         give_up = asyncio.get_running_loop().time() + TAIL_MAX_READ
@@ -251,6 +258,22 @@ class AmqpBroker:
                 wait = TAIL_IDLE_WAIT
         return last
 
+    async def _counts_messages(self) -> bool:
+        """Whether RabbitMQ counts any message in the stream (False when it cannot say)."""
+        try:
+            async with asyncio.timeout(DECLARE_TIMEOUT):
+                return bool(await _survive_drop(self._message_count()))
+        except _COUNT_ERRORS:
+            log.debug("counting the stream's messages failed", exc_info=True)
+            return False
+
+    async def _message_count(self) -> int:
+        conn = await self._connect()
+        channel = await conn.channel()
+        declared = await channel.queue_declare(self._settings.stream, passive=True)
+        await channel.close()
+        return declared.message_count or 0
+
     async def aclose(self) -> None:
         self._closed = True
         if self._discarded:
@@ -263,7 +286,7 @@ class AmqpBroker:
                 log.debug("closing the connection failed", exc_info=True)
 
 
-async def _survive_drop(call: Coroutine[Any, Any, None]) -> None:
+async def _survive_drop(call: Coroutine[Any, Any, _T]) -> _T:
     """Await an aiormq call in a task of its own.
 
     When aiormq drops a connection that stopped answering, it cancels whatever
@@ -271,7 +294,7 @@ async def _survive_drop(call: Coroutine[Any, Any, None]) -> None:
     """
     task = asyncio.ensure_future(call)
     try:
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if task.cancelled() and current is not None and not current.cancelling():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pika
@@ -163,3 +163,47 @@ async def test_a_patient_tail_probe_waits_for_a_late_first_message(
     assert not probe.done()  # a quick probe would have called it empty by now
     await broker.publish("t", b"late", None)
     assert await probe == 0
+
+
+class _LateToShowTheTail(amqp.AmqpReader):
+    """A tail probe's read whose first delivery comes after the quick probe stopped
+    waiting, as a loaded RabbitMQ's may."""
+
+    async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
+        if self._purpose == "tail":
+            await asyncio.sleep(2 * amqp.TAIL_FIRST_WAIT)
+        async for batch in super().__aiter__():
+            yield batch
+
+
+def counted_messages(names: Names) -> int:
+    conn = pika.BlockingConnection()
+    try:
+        declared = conn.channel().queue_declare(names.stream, passive=True)
+        return int(declared.method.message_count)
+    finally:
+        conn.close()
+
+
+async def test_a_quick_tail_probe_gives_a_stream_rabbitmq_counts_messages_in_time(
+    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start-up a slow first delivery must not make a stream with history look empty
+    (the hub would then send that history to fresh subscribers as new): RabbitMQ's count
+    of the stream's messages, which lags its writes by seconds, says it is not."""
+    items = [(str(i).encode(), pika.BasicProperties()) for i in range(10)]
+    await asyncio.to_thread(publish_with_pika, names, items)
+    last = (await read(broker, "first", 10))[-1].offset
+    async with asyncio.timeout(60):
+        while not await asyncio.to_thread(counted_messages, names):
+            await asyncio.sleep(0.2)
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToShowTheTail)
+    assert await broker.tail() == last
+
+
+async def test_a_quick_tail_probe_still_calls_an_uncounted_stream_empty(
+    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToShowTheTail)
+    monkeypatch.setattr(amqp, "TAIL_PATIENT_WAIT", 60.0)
+    assert await broker.tail() is None  # did not wait the patient minute
