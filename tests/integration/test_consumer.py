@@ -13,7 +13,7 @@ from hopcast.broker import Message, amqp
 from hopcast.broker.amqp import AmqpBroker
 from hopcast.broker.consumer import StreamConsumer
 from hopcast.errors import BrokerUnavailable
-from tests.support import AMQP_URL, Names, delete_topology, settings_for
+from tests.support import AMQP_URL, Listener, Names, delete_topology, serve_in_loop, settings_for
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
@@ -165,13 +165,12 @@ async def test_a_patient_tail_probe_waits_for_a_late_first_message(
     assert await probe == 0
 
 
-class _LateToShowTheTail(amqp.AmqpReader):
-    """A tail probe's read whose first delivery comes after the quick probe stopped
-    waiting, as a loaded RabbitMQ's may."""
+class _LateToDeliver(amqp.AmqpReader):
+    """A read whose first delivery comes after a quick tail probe stopped waiting,
+    as a loaded RabbitMQ's may."""
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
-        if self._purpose == "tail":
-            await asyncio.sleep(2 * amqp.TAIL_FIRST_WAIT)
+        await asyncio.sleep(2 * amqp.TAIL_FIRST_WAIT)
         async for batch in super().__aiter__():
             yield batch
 
@@ -185,25 +184,46 @@ def counted_messages(names: Names) -> int:
         conn.close()
 
 
-async def test_a_quick_tail_probe_gives_a_stream_rabbitmq_counts_messages_in_time(
-    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """At start-up a slow first delivery must not make a stream with history look empty
-    (the hub would then send that history to fresh subscribers as new): RabbitMQ's count
-    of the stream's messages, which lags its writes by seconds, says it is not."""
-    items = [(str(i).encode(), pika.BasicProperties()) for i in range(10)]
+async def publish_counted_history(broker: AmqpBroker, names: Names, count: int) -> int:
+    """Publish ``count`` events and wait until RabbitMQ counts them; the last offset."""
+    items = [(str(i).encode(), pika.BasicProperties()) for i in range(count)]
     await asyncio.to_thread(publish_with_pika, names, items)
-    last = (await read(broker, "first", 10))[-1].offset
+    last = (await read(broker, "first", count))[-1].offset
     async with asyncio.timeout(60):
         while not await asyncio.to_thread(counted_messages, names):
             await asyncio.sleep(0.2)
-    monkeypatch.setattr(amqp, "AmqpReader", _LateToShowTheTail)
+    return last
+
+
+async def test_a_quick_tail_probe_gives_a_stream_rabbitmq_counts_messages_in_time(
+    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At start-up a slow first delivery must not make a stream with history look empty:
+    RabbitMQ's count of the stream's messages, which lags its writes by seconds, says it
+    is not."""
+    last = await publish_counted_history(broker, names, 10)
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
     assert await broker.tail() == last
+
+
+async def test_a_gateway_starting_on_a_slow_broker_sends_fresh_subscribers_no_history(
+    broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Had the start-up probe called the stream empty, the hub would read it from its start
+    and send its history to the subscribers already there, as new events."""
+    last = await publish_counted_history(broker, names, 5)
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
+    async with serve_in_loop(settings_for("amqp", names)) as gw:
+        async with Listener(f"{gw.url}/events/t.x") as fresh:
+            await fresh.wait_until(lambda s: s.last_id is not None)
+            await asyncio.to_thread(publish_with_pika, names, [(b"new", pika.BasicProperties())])
+            first = (await fresh.wait_for(1))[0]  # history would come first: streams keep order
+        assert (first.data, int(first.id)) == ("new", last + 1)
 
 
 async def test_a_quick_tail_probe_still_calls_an_uncounted_stream_empty(
     broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(amqp, "AmqpReader", _LateToShowTheTail)
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
     monkeypatch.setattr(amqp, "TAIL_PATIENT_WAIT", 60.0)
     assert await broker.tail() is None  # did not wait the patient minute
