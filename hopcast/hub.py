@@ -237,7 +237,11 @@ class Hub:
                 async with self.broker.read(start, purpose="live") as reader:
                     self.reader_running = True
                     delay = BACKOFF_START
+                    first = True
                     async for batch in reader:
+                        if first:
+                            first = False
+                            self._check_gap(batch[0].offset)
                         await self._dispatch_sliced(batch)
             except BrokerUnavailable as exc:
                 log.warning("stream reader: %s; reconnecting in %.1f s", exc, delay)
@@ -279,6 +283,36 @@ class Hub:
         self._tail_known.set()
         log.info("stream tail at offset %d; filling the ring from %d", tail, begin)
         return begin
+
+    def _check_gap(self, first: int) -> None:
+        """The live read began at ``first``, past the hub's position: retention took what
+        lay between (while the reader was away, or before the ring filled at start-up).
+
+        Live clients that were waiting for those events are told with ``hopcast-missed``,
+        as a resume from the stream is. The ring is emptied, so that a replay reaching
+        the gap continues from the stream and is told the same way.
+        """
+        if first <= self.position + 1:
+            return
+        told = 0
+        for sub in list(self._subscriptions):
+            if sub.mode is Mode.LIVE and sub.cursor + 1 < first:
+                frame = encode_gateway_event(
+                    first - 1,
+                    MISSED,
+                    {"reason": "retention", "requested": sub.cursor, "first": first},
+                )
+                sub.cursor = first - 1
+                sub._push_many([frame])
+                told += 1
+        self._ring.clear()
+        log.log(
+            logging.WARNING if told else logging.INFO,
+            "the stream starts at offset %d, after %d (retention); %d live clients told",
+            first,
+            self.position + 1,
+            told,
+        )
 
     def _on_stream_reset(self, tail: int | None) -> StartAt:
         """The stream was deleted and recreated: tell every live client and read it anew."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +14,16 @@ from hopcast.broker import Message, amqp
 from hopcast.broker.amqp import AmqpBroker
 from hopcast.broker.consumer import StreamConsumer
 from hopcast.errors import BrokerUnavailable
-from tests.support import AMQP_URL, Listener, Names, delete_topology, serve_in_loop, settings_for
+from tests.support import (
+    AMQP_URL,
+    Listener,
+    Names,
+    amqp_publish,
+    create_app_server,
+    delete_topology,
+    serve_in_loop,
+    settings_for,
+)
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
@@ -170,7 +180,10 @@ class _LateToDeliver(amqp.AmqpReader):
     as a loaded RabbitMQ's may."""
 
     async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
-        await asyncio.sleep(2 * amqp.TAIL_FIRST_WAIT)
+        # the live read later still, so that a resume is placed before its first batch
+        await asyncio.sleep(
+            6 * amqp.TAIL_FIRST_WAIT if self._purpose == "live" else 2 * amqp.TAIL_FIRST_WAIT
+        )
         async for batch in super().__aiter__():
             yield batch
 
@@ -227,3 +240,27 @@ async def test_a_quick_tail_probe_still_calls_an_uncounted_stream_empty(
     monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
     monkeypatch.setattr(amqp, "TAIL_PATIENT_WAIT", 60.0)
     assert await broker.tail() is None  # did not wait the patient minute
+
+
+async def test_a_resume_placed_while_the_ring_fills_hears_of_events_retention_took(
+    names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hub asks the stream for offsets retention has taken (its ring reaches further
+    back than the stream); a resume placed meanwhile is told, as one from the stream is."""
+    settings = settings_for("amqp", names, stream_max_bytes=3000, stream_segment_bytes=1000)
+    async with serve_in_loop(settings):  # creates the stream with that retention
+        for i in range(60):
+            await amqp_publish(names, [("r", f"{i:03d}".ljust(100).encode(), None)])
+    async with asyncio.timeout(60):  # so that the start-up probe waits for the tail
+        while not await asyncio.to_thread(counted_messages, names):
+            await asyncio.sleep(0.2)
+    monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
+    async with (
+        create_app_server(settings) as (url, _app),
+        Listener(f"{url}/events/r", {"Last-Event-ID": "0"}) as sub,
+    ):
+        missed, first = (await sub.wait_for(2))[:2]
+    assert missed.event == "hopcast-missed"
+    info = json.loads(missed.data)
+    assert info["reason"] == "retention" and info["requested"] == 0 and info["first"] > 1
+    assert int(missed.id) == info["first"] - 1 and int(first.id) == info["first"]
