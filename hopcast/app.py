@@ -40,7 +40,7 @@ from hopcast.limits import (
 )
 from hopcast.metrics import render_metrics
 from hopcast.openapi import document
-from hopcast.responses import ComeBackLater, EventStreamResponse
+from hopcast.responses import ComeBackLater, EventStreamResponse, StreamHead
 from hopcast.sse import (
     check_event_name,
 )
@@ -152,6 +152,8 @@ def open_subscription(request: Request) -> Admitted | Response:
     patterns = _patterns(request, settings)
     after, since = _resume_point(request)
     principal = auth.authorize_subscribe(_token(request, auth), patterns)
+    if request.method == "HEAD":
+        return StreamHead()  # checked as a GET is; nothing to stream
     admission: Admission = request.app.state.admission
     address = client_address(request.scope, request.app.state.trusted)
     if hub.shutting_down:

@@ -152,6 +152,8 @@ class HttpConnection(asyncio.Protocol):
         self.state = "head"
         self.deadline: float | None = time.monotonic() + HEAD_TIMEOUT
         self.request = ParsedRequest()
+        self.head = False
+        """The request being answered is a HEAD: its answer goes without a body."""
         self.sub: Subscription | None = None
         self.paused = False
         self.last_write = 0.0
@@ -216,6 +218,7 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.request = ParsedRequest()
         if not self._answering():
+            self.head = False  # until `_answer` knows the method
             self.state = "head"
             self.deadline = time.monotonic() + HEAD_TIMEOUT
 
@@ -269,6 +272,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _answer(self, request: ParsedRequest, scope: Scope, keep_alive: bool) -> None:
         self.deadline = None
+        self.head = scope["method"] == "HEAD"
         if self._refused_head(request):
             return
         if scope["method"] == "GET" and (
@@ -364,7 +368,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
-        transport.write(encode_response(status, headers, body, keep_alive))
+        transport.write(encode_response(status, headers, body, keep_alive, head=self.head))
         if keep_alive and self.state != "closed":
             self.state = "idle"
             if self.pipelined:

@@ -174,17 +174,26 @@ async def call_app(
 
 
 def encode_response(
-    status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    keep_alive: bool,
+    *,
+    head: bool = False,
 ) -> bytes:
-    """A whole HTTP/1.1 response, its ``content-length`` set from ``body``."""
+    """A whole HTTP/1.1 response, its ``content-length`` set from ``body``.
+
+    ``head``: the answer to a HEAD request: the headers as a GET would get them
+    (``content-length`` as the app gave it, if it did), and no body.
+    """
     try:
         reason = HTTPStatus(status).phrase.encode()
     except ValueError:
         reason = b""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-    has_length = False
+    has_length = head
     for name, value in headers:
-        if name.lower() == b"content-length":
+        if name.lower() == b"content-length" and not head:
             has_length = True
             lines.append(b"content-length: %d\r\n" % len(body))
         else:
@@ -192,7 +201,7 @@ def encode_response(
     if not has_length:
         lines.append(b"content-length: %d\r\n" % len(body))
     lines.append(b"connection: keep-alive\r\n" if keep_alive else b"connection: close\r\n")
-    return b"".join(lines) + b"\r\n" + body
+    return b"".join(lines) + b"\r\n" + (b"" if head else body)
 
 
 __all__ = ["ParsedRequest", "admit_stream", "call_app", "encode_response", "stream_head"]

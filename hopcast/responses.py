@@ -39,6 +39,18 @@ SSE_HEADERS = [
 ]
 
 
+class StreamHead(Response):
+    """The answer to ``HEAD`` on a subscription: a GET's status and headers, and no body.
+
+    No ``content-length`` either (a stream has none), so the head says what a GET
+    would, and a client that keeps the connection reads nothing more into it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+        self.raw_headers = list(SSE_HEADERS)
+
+
 class EventStreamResponse(Response):
     """Streams a subscription as text/event-stream; one task owns all the writes."""
 
@@ -148,4 +160,4 @@ class ComeBackLater(Response):
         super().__init__(body, 200, headers={"Cache-Control": "no-cache"})
 
 
-__all__ = ["ComeBackLater", "EventStreamResponse", "token_expired_frame"]
+__all__ = ["ComeBackLater", "EventStreamResponse", "StreamHead", "token_expired_frame"]

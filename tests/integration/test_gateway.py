@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -351,3 +352,41 @@ async def test_a_message_the_amqp_client_cannot_parse_is_stepped_over(
             await back.wait_for(3)
         assert back.data() == ["before", "after", "later"]
         assert gw.hub.ready
+
+
+def _exchange(port: int, requests: bytes) -> bytes:
+    """Send ``requests`` in one write; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(requests)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+async def test_head_gets_what_get_would_without_a_body(server: str) -> None:
+    """HEAD answers at once, with no body: not even on a subscription, whose stream never
+    ends, and not on a kept-alive connection, where a body would be read as the next answer."""
+    async with serve_in_loop(settings_for("memory"), server=server) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        close = b"Host: x\r\nConnection: close\r\n\r\n"
+        kept = await asyncio.to_thread(
+            _exchange,
+            port,
+            b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n" + close,
+        )
+        head, _, rest = kept.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 18" in head.lower()
+        assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b'{"status":"alive"}')
+        stream = await asyncio.to_thread(_exchange, port, b"HEAD /events/a.b HTTP/1.1\r\n" + close)
+        head, _, body = stream.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"", stream
+        assert b"content-type: text/event-stream; charset=utf-8" in head.lower()
+        assert gw.hub.subscribers == 0
+        refused = await asyncio.to_thread(
+            _exchange, port, b"HEAD /events/a..b HTTP/1.1\r\n" + close
+        )
+        head, _, body = refused.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 ") and body == b"", refused
+        assert b"content-type: application/problem+json" in head.lower()
