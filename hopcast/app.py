@@ -101,7 +101,7 @@ def parse_since(text: str) -> Since:
 
 def _patterns(request: Request, settings: Settings) -> list[Pattern]:
     path = request.path_params.get("topic")
-    texts = [path] if path is not None else request.query_params.getlist("topic")
+    texts = ([path] if path is not None else []) + request.query_params.getlist("topic")
     if not texts:
         raise InvalidInput("name a topic: /events/{topic} or /events?topic=…")
     if len(texts) > settings.max_patterns:

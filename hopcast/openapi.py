@@ -159,31 +159,35 @@ def _security(settings: Settings, *, public: bool) -> list[Schema]:
 def _subscribe(settings: Settings, *, by_path: bool) -> Schema:
     auth = settings.auth == "jwt"
     pattern = _topic_schema(settings.max_pattern_depth, wildcards=True)
+    more: Schema = {
+        "name": "topic",
+        "in": "query",
+        "required": not by_path,
+        "description": "A topic or pattern, repeatable (`#` as `%23`); an event that"
+        " matches several is sent once."
+        + (" These come on top of the one in the path." if by_path else ""),
+        "schema": {
+            "type": "array",
+            "items": pattern,
+            "minItems": 0 if by_path else 1,
+            "maxItems": settings.max_patterns - 1 if by_path else settings.max_patterns,
+        },
+        "style": "form",
+        "explode": True,
+    }
+    where = [more]
     if by_path:
-        where: Schema = {
-            "name": "topic",
-            "in": "path",
-            "required": True,
-            "description": "A topic or pattern: `*` is one word, `#` zero or more (send `#`"
-            " as `%23`).",
-            "schema": pattern,
-        }
-    else:
-        where = {
-            "name": "topic",
-            "in": "query",
-            "required": True,
-            "description": "A topic or pattern, repeatable (`#` as `%23`); an event that"
-            " matches several is sent once.",
-            "schema": {
-                "type": "array",
-                "items": pattern,
-                "minItems": 1,
-                "maxItems": settings.max_patterns,
+        where.insert(
+            0,
+            {
+                "name": "topic",
+                "in": "path",
+                "required": True,
+                "description": "A topic or pattern: `*` is one word, `#` zero or more (send"
+                " `#` as `%23`).",
+                "schema": pattern,
             },
-            "style": "form",
-            "explode": True,
-        }
+        )
     responses: Schema = {
         "200": {
             "description": "The event stream: `retry:`, a comment, then events and heartbeats"
@@ -208,7 +212,7 @@ def _subscribe(settings: Settings, *, by_path: bool) -> Schema:
         "operationId": "subscribePath" if by_path else "subscribe",
         "summary": "Subscribe to a topic or pattern" if by_path else "Subscribe to several",
         "tags": ["events"],
-        "parameters": [where, *_resume_parameters(), *_query_token(settings)],
+        "parameters": [*where, *_resume_parameters(), *_query_token(settings)],
         "responses": dict(sorted(responses.items())),
     }
     security = _security(settings, public=True)

@@ -157,6 +157,8 @@ async def test_limits() -> None:
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
         many = "&".join(f"topic=t{i}" for i in range(4))
         assert (await http.get(f"/events?{many}")).status_code == 400
+        over = await http.get("/events/p?topic=q&topic=r&topic=s")  # the path's counts too
+        assert over.status_code == 400 and "at most 3 patterns" in over.json()["detail"]
         assert (await http.get("/events/a.b.c.d.e")).status_code == 400
         long_url = await http.get("/events/" + "a." * 200 + "a")
         assert long_url.status_code == 414

@@ -67,16 +67,20 @@ async def test_amqp_publishers_reach_subscribers_in_stream_order(
         async with (
             Listener(f"{gw.url}/events/orders.%23") as everything,
             Listener(f"{gw.url}/events?topic=orders.1&topic=orders.*") as overlap,
+            Listener(f"{gw.url}/events/orders.1?topic=orders.2") as path_plus_query,
         ):
-            for s in (everything, overlap):
+            for s in (everything, overlap, path_plus_query):
                 await s.wait_until(lambda s: s.last_id is not None)
             items = [(f"orders.{i % 3}", f"m{i}".encode(), "order-paid") for i in range(30)]
             await publish_raw(gw, broker_kind, names, items)
             got = await everything.wait_for(30)
             # an event matching two patterns of one connection comes once
             both = await overlap.wait_for(30)
+            # a topic in the path and more in the query: all of them
+            path_and_query = await path_plus_query.wait_for(20)
         assert [e.data for e in got] == [f"m{i}" for i in range(30)]
         assert [e.data for e in both] == [f"m{i}" for i in range(30)]
+        assert [e.data for e in path_and_query] == [f"m{i}" for i in range(30) if i % 3]
         ids = [int(e.id) for e in got]
         assert ids == sorted(ids) and len(set(ids)) == 30
         assert {e.event for e in got} == {"order-paid"}
