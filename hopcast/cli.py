@@ -98,7 +98,10 @@ def publish_command(topic: str, data: str, event: str | None, url: str) -> None:
     import httpx
 
     params = {"event": event} if event else {}
-    response = httpx.post(f"{url}/events/{topic}", content=data.encode(), params=params)
+    try:
+        response = httpx.post(f"{url}/events/{topic}", content=data.encode(), params=params)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the gateway at {url}: {exc}") from None
     if response.status_code != 202:
         raise click.ClickException(f"{response.status_code}: {response.text}")
     click.echo(response.text)
@@ -113,7 +116,9 @@ def listen_command(
     patterns: tuple[str, ...], url: str, last_event_id: str | None, count: int | None
 ) -> None:
     """Print the events of PATTERNS as they come (resuming across reconnects)."""
-    from hopcast.client import Client
+    from hopcast.client import Client, SubscriptionRefused
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the retries, on stderr
 
     async def go() -> None:
         seen = 0
@@ -124,4 +129,9 @@ def listen_command(
                 if count is not None and seen >= count:
                     return
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except SubscriptionRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -104,7 +104,13 @@ class Client:
                 async for event in self._connect_once():
                     yield event
             except RECONNECT_ERRORS as exc:
-                log.info("stream broke (%s); resuming after %s", exc, self.last_event_id)
+                log.warning(
+                    "%s: %s; trying again in %.1f s%s",
+                    self.url,
+                    exc or type(exc).__name__,
+                    self.retry,
+                    f", from event {self.last_event_id}" if self.last_event_id else "",
+                )
             await asyncio.sleep(self.retry)
 
     async def _connect_once(self) -> AsyncIterator[Event]:
@@ -119,7 +125,7 @@ class Client:
                 body = (await response.aread()).decode(errors="replace")
                 if 400 <= response.status_code < 500:
                     raise SubscriptionRefused(response.status_code, body)
-                log.info("gateway answered %d; retrying", response.status_code)
+                log.warning("%s answered %d; trying again", self.url, response.status_code)
                 return
             self.connections += 1
             decoder = _Decoder()

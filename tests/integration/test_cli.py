@@ -1,0 +1,110 @@
+"""`hopcast publish` and `hopcast listen` as a user runs them, against a running gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import httpx
+
+from tests.support import child_gateway, free_port, metric, wait_ready
+
+MEMORY = {"HOPCAST_BROKER": "memory://", "HOPCAST_LOG_LEVEL": "warning"}
+
+
+def hopcast(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hopcast", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def test_what_publish_sends_listen_prints() -> None:
+    with child_gateway(MEMORY) as gw:
+        await wait_ready(gw.url)
+        listen = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "hopcast", "listen", "orders.*", "--url", gw.url],
+            *["--count", "2"],
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=gw.url) as http:
+                async with asyncio.timeout(60):
+                    while await metric(http, "hopcast_subscribers") < 1:
+                        await asyncio.sleep(0.1)
+            first = await asyncio.to_thread(
+                hopcast, "publish", "orders.42", '{"order": 42}', "--event", "paid", "--url", gw.url
+            )
+            assert first.returncode == 0, first.stderr
+            assert json.loads(first.stdout) == {"topic": "orders.42", "event": "paid", "size": 13}
+            second = await asyncio.to_thread(hopcast, "publish", "orders.7", "two", "--url", gw.url)
+            assert second.returncode == 0, second.stderr
+            async with asyncio.timeout(60):
+                out, err = await listen.communicate()
+        finally:
+            if listen.returncode is None:
+                listen.kill()
+                await listen.wait()
+        assert listen.returncode == 0, err
+        assert out.decode().splitlines() == ['0\tpaid\t{"order": 42}', "1\tmessage\ttwo"]
+
+
+def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with child_gateway(MEMORY) as gw:
+        asyncio.run(wait_ready(gw.url))
+        for args, words in [
+            (["publish", "orders.*", "x", "--url", gw.url], ["400", "patterns"]),
+            (["publish", "orders..1", "x", "--url", gw.url], ["400", "empty word"]),
+            (["publish", "a", "x", "--event", "hopcast-x", "--url", gw.url], ["400", "reserved"]),
+            (["publish", "a", "x", "--url", nowhere], ["cannot reach the gateway", nowhere]),
+            (["listen", "orders..1", "--url", gw.url], ["400", "empty word"]),
+            (["listen", "a", "--last-event-id", "x", "--url", gw.url], ["400", "Last-Event-ID"]),
+        ]:
+            result = hopcast(*args)
+            assert result.returncode == 1, (args, result)
+            assert "Traceback" not in result.stderr, (args, result.stderr)
+            for word in words:
+                assert word in result.stderr, (args, result.stderr)
+        # the gateway took none of it
+        assert "data:" not in asyncio.run(_everything(gw.url))
+
+
+async def test_listen_says_why_it_waits_for_a_gateway_that_does_not_answer() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "hopcast", "listen", "a", "--url", nowhere],
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        async with asyncio.timeout(30):
+            line = (await proc.stderr.readline()).decode()
+        # as a browser does, it keeps trying; and it says so
+        assert nowhere in line and "trying again in 3.0 s" in line, line
+        assert proc.returncode is None
+    finally:
+        proc.kill()
+        await proc.wait()
+
+
+async def _everything(url: str) -> str:
+    """What a subscriber to everything from the stream's start gets until it goes quiet."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        try:
+            async with http.stream(
+                "GET", "/events?topic=%23&since=first", timeout=httpx.Timeout(5.0, read=1.0)
+            ) as response:
+                text = ""
+                async for chunk in response.aiter_text():
+                    text += chunk
+        except httpx.ReadTimeout:
+            pass
+    return text
