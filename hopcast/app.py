@@ -179,6 +179,13 @@ async def subscribe(request: Request) -> Response:
     )
 
 
+async def subscribe_or_publish(request: Request) -> Response:
+    """``/events/{topic}``: one route for both methods, so a 405 lists both in ``Allow``."""
+    if request.method == "POST":
+        return await publish(request)
+    return await subscribe(request)
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, or 413 after reading (and dropping) up to a cap, so the client sees the 413."""
     chunks = []
@@ -347,8 +354,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
 
     routes: Sequence[Route] = [
         Route("/events", subscribe, methods=["GET"]),
-        Route("/events/{topic:topic}", subscribe, methods=["GET"]),
-        Route("/events/{topic:topic}", publish, methods=["POST"]),
+        Route("/events/{topic:topic}", subscribe_or_publish, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -394,3 +394,23 @@ async def test_head_gets_what_get_would_without_a_body(server: str) -> None:
         head, _, body = refused.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ") and body == b"", refused
         assert b"content-type: application/problem+json" in head.lower()
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+async def test_a_method_not_allowed_names_every_method_that_is(server: str) -> None:
+    async with serve_in_loop(settings_for("memory"), server=server) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        for target, allowed in [
+            (b"/events/a", {"GET", "HEAD", "POST"}),
+            (b"/events", {"GET", "HEAD"}),
+            (b"/healthz", {"GET", "HEAD"}),
+        ]:
+            answer = await asyncio.to_thread(
+                _exchange,
+                port,
+                b"DELETE " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            head = answer.partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+            assert head[0].startswith("http/1.1 405 "), answer
+            allow = next(line.split(":", 1)[1] for line in head if line.startswith("allow:"))
+            assert {m.strip().upper() for m in allow.split(",")} == allowed, answer
