@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -60,6 +61,23 @@ def problem(
     """An RFC 9457 problem details response."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, its refused preflights answered as problem details."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        kept = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-length", "content-type")
+        }
+        detail = f"this gateway's CORS settings do not allow the request's {refused}"
+        return problem(400, "CORS preflight refused", detail, headers=kept)
 
 
 def parse_offset(text: str, source: str) -> int:
@@ -370,7 +388,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     if settings.cors_origin:
         middleware.append(
             Middleware(
-                CORSMiddleware,
+                ProblemCORSMiddleware,
                 allow_origins=list(settings.cors_origin),
                 allow_credentials=True,
                 allow_methods=["GET", "POST"],

@@ -124,7 +124,14 @@ async def test_cors_allows_listed_origins_with_credentials() -> None:
             headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
         )
         assert other.status_code == 400
+        assert other.headers["content-type"] == "application/problem+json"
+        assert "origin" in other.json()["detail"]
         assert "access-control-allow-origin" not in other.headers
+        method = await http.options(
+            "/events/orders.1",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+        )
+        assert method.status_code == 400 and "method" in method.json()["detail"]
         ok = await http.post(
             "/events/orders.1", content=b"x", headers={"Origin": "https://app.example"}
         )
