@@ -85,7 +85,10 @@ def serve(**flags: Any) -> None:
     _configure_logging(settings.log_level)
     from hopcast.server import run
 
-    run(settings)
+    try:
+        run(settings)
+    except ConfigError as exc:  # found only once the gateway starts: an address in use
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command("publish")

@@ -22,6 +22,11 @@ class ConfigError(HopcastError, ValueError):
     """A setting has a value hopcast cannot use; the message names both."""
 
 
+def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+    """The error for an address the gateway cannot listen on (in use, not this host's)."""
+    return ConfigError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 class InvalidInput(HopcastError, ValueError):
     """Something a client sent is malformed; maps to HTTP 400."""
 

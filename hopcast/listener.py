@@ -32,7 +32,7 @@ from starlette.types import Scope
 from hopcast.app import Admitted, create_app, problem
 from hopcast.coalescing import LOAD_SAMPLE, PHASES, Coalescer
 from hopcast.config import Settings
-from hopcast.errors import SubscriptionClosed
+from hopcast.errors import SubscriptionClosed, cannot_listen
 from hopcast.hub import Hub
 from hopcast.request import ParsedRequest, admit_stream, call_app, encode_response, stream_head
 from hopcast.responses import token_expired_frame
@@ -81,13 +81,13 @@ class StreamServer:
                 lambda: HttpConnection(self), sock=sock, backlog=BACKLOG
             )
         else:
-            server = await loop.create_server(
-                lambda: HttpConnection(self),
-                self.settings.host,
-                self.settings.port,
-                backlog=BACKLOG,
-                reuse_address=True,
-            )
+            host, port = self.settings.host, self.settings.port
+            try:
+                server = await loop.create_server(
+                    lambda: HttpConnection(self), host, port, backlog=BACKLOG, reuse_address=True
+                )
+            except OSError as exc:
+                raise cannot_listen(host, port, exc) from exc
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])

@@ -19,6 +19,7 @@ import uvloop
 
 from hopcast.app import create_app
 from hopcast.config import Settings
+from hopcast.errors import cannot_listen
 from hopcast.listener import StreamServer
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,11 @@ def run(settings: Settings) -> None:
         raise SystemExit(2)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.port))
+    try:
+        sock.bind((settings.host, settings.port))
+    except OSError as exc:
+        sock.close()
+        raise cannot_listen(settings.host, settings.port, exc) from exc
     sock.listen(2048)
     sock.set_inheritable(True)
     Supervisor(settings, sock).run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -41,6 +42,25 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         err = proc.stderr.decode()
         for word in words:
             assert word in err, err
+
+
+def test_an_address_in_use_fails_at_start_with_a_message() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args in (["--broker", "memory://"], ["--workers", "2"]):
+            proc = subprocess.run(
+                [sys.executable, "-m", "hopcast", "serve", "--port", port, *args],
+                env=_env(),
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            err = proc.stderr.decode()
+            assert proc.returncode == 1, err
+            assert f"cannot listen on 127.0.0.1:{port}" in err and "in use" in err, err
+            assert "Traceback" not in err, err
 
 
 def _env() -> dict[str, str]:
