@@ -27,6 +27,7 @@ from hopcast.broker import Broker, broker_from_settings
 from hopcast.config import Settings
 from hopcast.errors import (
     BrokerUnavailable,
+    HopcastError,
     InvalidInput,
     InvalidOffset,
 )
@@ -144,9 +145,23 @@ def _resume_point(request: Request) -> tuple[int | None, Since | None]:
     return None, None
 
 
+class NotStarted(HopcastError):
+    """The app's lifespan has not run, so it has no hub (a parent app mounted it without it)."""
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub | None = getattr(request.app.state, "hub", None)
+    if hub is None:
+        raise NotStarted(
+            "the gateway's lifespan has not run: an app that mounts hopcast's app must enter "
+            "`hopcast_app.router.lifespan_context(hopcast_app)` in its own lifespan"
+        )
+    return hub
+
+
 def _state(request: Request) -> tuple[Hub, Settings, Authorizer]:
     state = request.app.state
-    return state.hub, state.settings, state.auth
+    return _hub(request), state.settings, state.auth
 
 
 def _token(request: Request, auth: Authorizer) -> str | None:
@@ -272,7 +287,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
+    hub = _hub(request)
     body = {
         "ready": hub.ready,
         "broker_connected": hub.broker.connected,
@@ -283,7 +298,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    hub: Hub = request.app.state.hub
+    hub = _hub(request)
     return PlainTextResponse(
         render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8"
     )
@@ -305,6 +320,11 @@ async def _on_forbidden(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, Forbidden):  # pragma: no cover - registered for Forbidden
         raise exc
     return problem(403, "Forbidden", str(exc), headers={"WWW-Authenticate": exc.www_authenticate})
+
+
+async def _on_not_started(request: Request, exc: Exception) -> Response:
+    log.error("%s", exc)
+    return problem(500, "Gateway not started", str(exc))
 
 
 async def error_response(request: Request, exc: Exception) -> Response:
@@ -405,6 +425,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
             HTTPException: _on_http,
             Unauthorized: _on_unauthorized,
             Forbidden: _on_forbidden,
+            NotStarted: _on_not_started,
         },
     )
     app.state.settings = settings

@@ -19,6 +19,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from hopcast.app import create_app
 from hopcast.broker import Broker
@@ -196,6 +197,17 @@ async def create_app_server(
                 listener.begin_shutdown()
                 await listener.wait_closed(1.0)
         return
+    async with serve_asgi(app, gateway=app) as url:
+        yield url, app
+
+
+@contextlib.asynccontextmanager
+async def serve_asgi(app: ASGIApp, *, gateway: Starlette | None = None) -> AsyncIterator[str]:
+    """Serve any ASGI app under uvicorn in this loop on a free port; yield its URL.
+
+    ``gateway``: the hopcast app in it, whose streams are ended first (uvicorn waits
+    for open responses before it stops).
+    """
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -214,9 +226,11 @@ async def create_app_server(
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}"
     finally:
-        app.state.hub.begin_shutdown()
+        hub = getattr(gateway.state, "hub", None) if gateway is not None else None
+        if hub is not None:
+            hub.begin_shutdown()
         uv.should_exit = True
         await task
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
+from hopcast import Settings, create_app
 from tests.integration.test_gateway import publish_raw
-from tests.support import Listener, Names, post, serve_in_loop, settings_for
+from tests.support import Listener, Names, post, serve_asgi, serve_in_loop, settings_for
 
 
 async def test_publish_subscribe_resume_under_uvicorn(broker_kind: str, names: Names) -> None:
@@ -46,3 +51,41 @@ async def test_a_slow_client_is_cut_off_under_uvicorn(names: Names) -> None:
                 while gw.hub.stats.slow_disconnects == 0:
                     await asyncio.sleep(0.05)
         writer.close()
+
+
+def mounting_app(settings: Settings, *, with_lifespan: bool) -> tuple[Starlette, Starlette]:
+    """A parent app that mounts the gateway at /live, as the README shows; and the gateway."""
+    events = create_app(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with events.router.lifespan_context(events):  # starts and stops the gateway
+            yield
+
+    routes = [Mount("/live", app=events)]
+    return Starlette(routes=routes, lifespan=lifespan if with_lifespan else None), events
+
+
+async def test_mounted_in_another_app_under_a_prefix() -> None:
+    parent, events = mounting_app(settings_for("memory"), with_lifespan=True)
+    async with serve_asgi(parent, gateway=events) as url:
+        async with Listener(f"{url}/live/events/m.*") as sub:
+            await sub.wait_until(lambda s: s.last_id is not None)
+            assert (await post(f"{url}/live", "m.1", b"one", "e")).status_code == 202
+            (event,) = await sub.wait_for(1)
+        assert (event.event, event.data) == ("e", "one")
+        async with httpx.AsyncClient(base_url=url) as http:
+            assert (await http.get("/live/readyz")).status_code == 200
+
+
+async def test_mounted_without_its_lifespan_it_says_what_is_missing() -> None:
+    parent, _ = mounting_app(settings_for("memory"), with_lifespan=False)
+    async with serve_asgi(parent) as url, httpx.AsyncClient(base_url=url) as http:
+        for answer in (
+            await http.post("/live/events/m.1", content=b"x"),
+            await http.get("/live/events/m.1"),
+            await http.get("/live/readyz"),
+        ):
+            assert answer.status_code == 500
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert "lifespan_context" in answer.json()["detail"]
