@@ -154,6 +154,8 @@ class HttpConnection(asyncio.Protocol):
         self.request = ParsedRequest()
         self.head = False
         """The request being answered is a HEAD: its answer goes without a body."""
+        self.last_request = False
+        """No request is read after the one being answered (it offered a protocol upgrade)."""
         self.sub: Subscription | None = None
         self.paused = False
         self.last_write = 0.0
@@ -183,7 +185,13 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._answer_and_close(400, "Bad request", "protocol upgrades are not supported")
+            # A whole request that also offers another protocol (h2c, websocket) is answered
+            # in HTTP/1.1, as if it had not (RFC 9110 §7.8): Java's HttpClient offers h2c on
+            # every http:// request. The parser stops there, so the connection ends after.
+            if self._answering():
+                self.last_request = True
+            else:  # CONNECT, or a head cut short: nothing to answer in HTTP/1.1
+                self._answer_and_close(400, "Bad request", "protocol upgrades are not supported")
         except httptools.HttpParserError as exc:
             self._answer_and_close(400, "Bad request", f"malformed HTTP request: {exc}")
 
@@ -368,6 +376,7 @@ class HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        keep_alive = keep_alive and not self.last_request
         transport.write(encode_response(status, headers, body, keep_alive, head=self.head))
         if keep_alive and self.state != "closed":
             self.state = "idle"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import socket
@@ -414,3 +415,31 @@ async def test_a_method_not_allowed_names_every_method_that_is(server: str) -> N
             assert head[0].startswith("http/1.1 405 "), answer
             allow = next(line.split(":", 1)[1] for line in head if line.startswith("allow:"))
             assert {m.strip().upper() for m in allow.split(",")} == allowed, answer
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+async def test_an_offer_to_switch_protocols_is_answered_in_http_1_1(server: str) -> None:
+    """Java's HttpClient offers h2c on every http:// request; a gateway that refused the
+    offer instead of ignoring it (RFC 9110 §7.8) would refuse those clients."""
+    h2c = (
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n"
+    )
+    websocket = b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    async with serve_in_loop(settings_for("memory"), server=server) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        # (uvicorn, running the mounted app, takes websocket offers up itself)
+        offers = (h2c, websocket) if server == "native" else (h2c,)
+        for offer, path in itertools.product(offers, (b"/healthz", b"/events/a")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + offer + b"\r\n")
+            async with asyncio.timeout(30):
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                assert head.startswith(b"http/1.1 200 "), (path, head)
+                if path == b"/healthz":
+                    assert await reader.readexactly(18) == b'{"status":"alive"}'
+                else:
+                    assert b"text/event-stream" in head
+                    assert b"retry: " in await reader.readuntil(b"\n\n")
+            writer.close()
+            await writer.wait_closed()

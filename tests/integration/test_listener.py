@@ -73,7 +73,6 @@ async def test_expect_100_continue() -> None:
         b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
         b"GET /events/a HTTP/1.1\r\nBad Header Line\r\n\r\n",
         b"\x00\x01\x02\xff\r\n\r\n",
-        b"GET /events/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
     ],
 )
 async def test_malformed_requests_get_400_problem_details(raw: bytes) -> None:
