@@ -159,7 +159,14 @@ def _security(settings: Settings, *, public: bool) -> list[Schema]:
 def _subscribe(settings: Settings, *, by_path: bool) -> Schema:
     auth = settings.auth == "jwt"
     pattern = _topic_schema(settings.max_pattern_depth, wildcards=True)
-    more: Schema = {
+    in_path: Schema = {
+        "name": "topic",
+        "in": "path",
+        "required": True,
+        "description": "A topic or pattern: `*` is one word, `#` zero or more (send `#` as `%23`).",
+        "schema": pattern,
+    }
+    in_query: Schema = {
         "name": "topic",
         "in": "query",
         "required": not by_path,
@@ -175,19 +182,7 @@ def _subscribe(settings: Settings, *, by_path: bool) -> Schema:
         "style": "form",
         "explode": True,
     }
-    where = [more]
-    if by_path:
-        where.insert(
-            0,
-            {
-                "name": "topic",
-                "in": "path",
-                "required": True,
-                "description": "A topic or pattern: `*` is one word, `#` zero or more (send"
-                " `#` as `%23`).",
-                "schema": pattern,
-            },
-        )
+    where = [in_path, in_query] if by_path else [in_query]
     responses: Schema = {
         "200": {
             "description": "The event stream: `retry:`, a comment, then events and heartbeats"

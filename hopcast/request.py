@@ -27,14 +27,14 @@ from starlette.types import ASGIApp, Message, Scope
 
 from hopcast.app import Admitted, error_response, open_subscription
 from hopcast.errors import HopcastError
+from hopcast.responses import SSE_HEADERS
 
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
-    b"content-type: text/event-stream; charset=utf-8\r\n"
-    b"cache-control: no-cache\r\n"
-    b"x-accel-buffering: no\r\n"
-    b"connection: close\r\n"
+    + b"".join(name + b": " + value + b"\r\n" for name, value in SSE_HEADERS)
+    + b"connection: close\r\n"
 )
+"""An event stream's response head, as the app's `EventStreamResponse` sends it."""
 
 
 class ParsedRequest:

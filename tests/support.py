@@ -235,6 +235,16 @@ async def serve_asgi(app: ASGIApp, *, gateway: Starlette | None = None) -> Async
         await task
 
 
+def exchange(port: int, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send ``data`` as it is, in one write; everything the server sends until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
 def _bound_socket() -> socket.socket:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

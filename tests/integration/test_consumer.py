@@ -197,14 +197,19 @@ def counted_messages(names: Names) -> int:
         conn.close()
 
 
+async def until_counted(names: Names) -> None:
+    """Wait until RabbitMQ counts messages in the stream (its count lags the writes)."""
+    async with asyncio.timeout(60):
+        while not await asyncio.to_thread(counted_messages, names):
+            await asyncio.sleep(0.2)
+
+
 async def publish_counted_history(broker: AmqpBroker, names: Names, count: int) -> int:
     """Publish ``count`` events and wait until RabbitMQ counts them; the last offset."""
     items = [(str(i).encode(), pika.BasicProperties()) for i in range(count)]
     await asyncio.to_thread(publish_with_pika, names, items)
     last = (await read(broker, "first", count))[-1].offset
-    async with asyncio.timeout(60):
-        while not await asyncio.to_thread(counted_messages, names):
-            await asyncio.sleep(0.2)
+    await until_counted(names)
     return last
 
 
@@ -251,9 +256,7 @@ async def test_a_resume_placed_while_the_ring_fills_hears_of_events_retention_to
     async with serve_in_loop(settings):  # creates the stream with that retention
         for i in range(60):
             await amqp_publish(names, [("r", f"{i:03d}".ljust(100).encode(), None)])
-    async with asyncio.timeout(60):  # so that the start-up probe waits for the tail
-        while not await asyncio.to_thread(counted_messages, names):
-            await asyncio.sleep(0.2)
+    await until_counted(names)  # so that the start-up probe waits for the tail
     monkeypatch.setattr(amqp, "AmqpReader", _LateToDeliver)
     async with (
         create_app_server(settings) as (url, _app),

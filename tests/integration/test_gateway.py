@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import json
 import random
-import socket
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -19,6 +18,7 @@ from tests.support import (
     Listener,
     Names,
     amqp_publish,
+    exchange,
     post,
     serve_in_loop,
     settings_for,
@@ -359,16 +359,6 @@ async def test_a_message_the_amqp_client_cannot_parse_is_stepped_over(
         assert gw.hub.ready
 
 
-def _exchange(port: int, requests: bytes) -> bytes:
-    """Send ``requests`` in one write; everything the server sends until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(requests)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
-
-
 @pytest.mark.parametrize("server", ["native", "uvicorn"])
 async def test_head_gets_what_get_would_without_a_body(server: str) -> None:
     """HEAD answers at once, with no body: not even on a subscription, whose stream never
@@ -377,21 +367,19 @@ async def test_head_gets_what_get_would_without_a_body(server: str) -> None:
         port = int(gw.url.rsplit(":", 1)[1])
         close = b"Host: x\r\nConnection: close\r\n\r\n"
         kept = await asyncio.to_thread(
-            _exchange,
+            exchange,
             port,
             b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\n" + close,
         )
         head, _, rest = kept.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and b"content-length: 18" in head.lower()
         assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b'{"status":"alive"}')
-        stream = await asyncio.to_thread(_exchange, port, b"HEAD /events/a.b HTTP/1.1\r\n" + close)
+        stream = await asyncio.to_thread(exchange, port, b"HEAD /events/a.b HTTP/1.1\r\n" + close)
         head, _, body = stream.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 ") and body == b"", stream
         assert b"content-type: text/event-stream; charset=utf-8" in head.lower()
         assert gw.hub.subscribers == 0
-        refused = await asyncio.to_thread(
-            _exchange, port, b"HEAD /events/a..b HTTP/1.1\r\n" + close
-        )
+        refused = await asyncio.to_thread(exchange, port, b"HEAD /events/a..b HTTP/1.1\r\n" + close)
         head, _, body = refused.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400 ") and body == b"", refused
         assert b"content-type: application/problem+json" in head.lower()
@@ -407,7 +395,7 @@ async def test_a_method_not_allowed_names_every_method_that_is(server: str) -> N
             (b"/healthz", {"GET", "HEAD"}),
         ]:
             answer = await asyncio.to_thread(
-                _exchange,
+                exchange,
                 port,
                 b"DELETE " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             )
@@ -443,3 +431,8 @@ async def test_an_offer_to_switch_protocols_is_answered_in_http_1_1(server: str)
                     assert b"retry: " in await reader.readuntil(b"\n\n")
             writer.close()
             await writer.wait_closed()
+        if server == "native":  # a CONNECT has no HTTP/1.1 answer but a refusal
+            refused = await asyncio.to_thread(exchange, port, b"CONNECT x:443 HTTP/1.1\r\n\r\n")
+            head = refused.partition(b"\r\n\r\n")[0].lower()
+            assert head.startswith(b"http/1.1 4"), refused
+            assert b"content-type: application/problem+json" in head, refused
