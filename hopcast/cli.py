@@ -91,18 +91,30 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+token_option = click.option(
+    "--token",
+    envvar="HOPCAST_TOKEN",
+    default=None,
+    help="bearer token, for a gateway run with --auth jwt [env: HOPCAST_TOKEN]",
+)
+
+
 @main.command("publish")
 @click.argument("topic")
 @click.argument("data")
 @click.option("--event", default=None, help="event name (the SSE event: field)")
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
-def publish_command(topic: str, data: str, event: str | None, url: str) -> None:
+@token_option
+def publish_command(topic: str, data: str, event: str | None, url: str, token: str | None) -> None:
     """Publish DATA on TOPIC through a running gateway."""
     import httpx
 
     params = {"event": event} if event else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.post(f"{url}/events/{topic}", content=data.encode(), params=params)
+        response = httpx.post(
+            f"{url}/events/{topic}", content=data.encode(), params=params, headers=headers
+        )
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the gateway at {url}: {exc}") from None
     if response.status_code != 202:
@@ -115,8 +127,13 @@ def publish_command(topic: str, data: str, event: str | None, url: str) -> None:
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
 @click.option("--last-event-id", default=None, help="resume after this event id")
 @click.option("--count", type=int, default=None, help="stop after this many events")
+@token_option
 def listen_command(
-    patterns: tuple[str, ...], url: str, last_event_id: str | None, count: int | None
+    patterns: tuple[str, ...],
+    url: str,
+    last_event_id: str | None,
+    count: int | None,
+    token: str | None,
 ) -> None:
     """Print the events of PATTERNS as they come (resuming across reconnects)."""
     from hopcast.client import Client, SubscriptionRefused
@@ -125,7 +142,7 @@ def listen_command(
 
     async def go() -> None:
         seen = 0
-        async with Client(url, list(patterns), last_event_id=last_event_id) as client:
+        async with Client(url, list(patterns), last_event_id=last_event_id, token=token) as client:
             async for event in client:
                 click.echo(f"{event.id}\t{event.event}\t{event.data}")
                 seen += 1

@@ -4,13 +4,18 @@
 ...     async with Client("http://127.0.0.1:8080", ["orders.*"]) as client:
 ...         async for event in client:
 ...             print(event.id, event.event, event.data)
+
+``token`` is a bearer token, or a function (plain or async) called for a fresh
+one before every connection: a stream ends when its token expires, and the
+client then resumes with the next token where the last one stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -20,6 +25,9 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 log = logging.getLogger(__name__)
 
 RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
+
+TokenSource = str | Callable[[], str | Awaitable[str]]
+"""A bearer token, or a function returning a fresh one (awaited when it is async)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +78,7 @@ class Client:
         patterns: Sequence[str],
         *,
         last_event_id: str | None = None,
-        token: str | None = None,
+        token: TokenSource | None = None,
         retry: float = 3.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
@@ -79,7 +87,7 @@ class Client:
         self.last_event_id = last_event_id
         self.retry = retry
         self.connections = 0
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
 
@@ -114,7 +122,10 @@ class Client:
             await asyncio.sleep(self.retry)
 
     async def _connect_once(self) -> AsyncIterator[Event]:
-        headers = {"Accept": "text/event-stream", **self._headers}
+        headers = {"Accept": "text/event-stream"}
+        token = await self._fresh_token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         params = httpx.QueryParams([("topic", p) for p in self.patterns])
@@ -139,3 +150,9 @@ class Client:
                         self.last_event_id = last_id
                     if event is not None:
                         yield event
+
+    async def _fresh_token(self) -> str | None:
+        if self._token is None or isinstance(self._token, str):
+            return self._token
+        token = self._token()
+        return await token if inspect.isawaitable(token) else token

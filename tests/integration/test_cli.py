@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import time
+from collections.abc import Mapping
 
 import httpx
+import jwt
 
 from tests.support import child_gateway, free_port, metric, wait_ready
 
 MEMORY = {"HOPCAST_BROKER": "memory://", "HOPCAST_LOG_LEVEL": "warning"}
 
 
-def hopcast(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def hopcast(
+    *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hopcast", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -74,6 +81,49 @@ def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
                 assert word in result.stderr, (args, result.stderr)
         # the gateway took none of it
         assert "data:" not in asyncio.run(_everything(gw.url))
+
+
+def test_a_token_from_the_flag_or_the_variable() -> None:
+    secret = "a CLI-test secret of more than 32 bytes"
+
+    def token(lifetime: float = 3600, **rights: list[str]) -> str:
+        claims = {"exp": int(time.time() + lifetime), "hopcast": rights}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    writer, reader = token(publish=["orders.#"]), token(subscribe=["orders.*"])
+    env = {**MEMORY, "HOPCAST_AUTH": "jwt", "HOPCAST_JWT_SECRET": secret}
+    with child_gateway(env) as gw:
+        asyncio.run(wait_ready(gw.url))
+        url = ["--url", gw.url]
+        for args, variable, words in [
+            (["publish", "orders.1", "x"], None, ["401", "needs a bearer token"]),
+            (["publish", "orders.1", "x", "--token", reader], None, ["403", "publish"]),
+            (["publish", "orders.1", "x"], token(-60, publish=["#"]), ["401", "expired"]),
+            (["listen", "orders.*"], None, ["401", "needs a bearer token"]),
+            (["listen", "orders.*", "--token", "x.y.z"], None, ["401"]),
+            (["listen", "orders.*", "--token", writer], None, ["403", "subscribe"]),
+        ]:
+            result = hopcast(*args, *url, env={"HOPCAST_TOKEN": variable} if variable else None)
+            assert result.returncode == 1, (args, result)
+            assert "Traceback" not in result.stderr, (args, result.stderr)
+            for word in words:
+                assert word in result.stderr, (args, result.stderr)
+        for n, env in enumerate([{}, {"HOPCAST_TOKEN": writer}]):
+            args = ["publish", "orders.1", f"event {n}", *url]
+            sent = hopcast(*args, *(["--token", writer] if not env else []), env=env)
+            assert sent.returncode == 0, sent.stderr
+        got = hopcast(
+            "listen",
+            "orders.*",
+            "--last-event-id",
+            "0",
+            "--count",
+            "1",
+            *url,
+            env={"HOPCAST_TOKEN": reader},
+        )
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == "1\tmessage\tevent 1\n"
 
 
 async def test_listen_says_why_it_waits_for_a_gateway_that_does_not_answer() -> None:

@@ -1,0 +1,113 @@
+"""`hopcast.Client` as a Python service uses it: tokens, refusals, resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import jwt
+import pytest
+
+from hopcast import Client, Event, SubscriptionRefused
+from tests.support import Gateway, post, serve_in_loop, settings_for
+
+SECRET = "a client-test secret of more than 32 bytes"
+
+
+def token(lifetime: float) -> str:
+    claims = {"exp": int(time.time() + lifetime), "hopcast": {"subscribe": ["orders.*"]}}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+@contextlib.asynccontextmanager
+async def jwt_gateway() -> AsyncIterator[Gateway]:
+    settings = settings_for("memory", auth="jwt", jwt_secret=SECRET, retry=100, heartbeat=0.2)
+    async with serve_in_loop(settings) as gw:
+        yield gw
+
+
+async def test_a_token_function_carries_the_stream_across_expiries() -> None:
+    """Each connection ends when its token does; the next resumes where it stopped."""
+    issued: list[str] = []
+
+    async def fresh() -> str:  # an async source, as one that asks an identity provider
+        issued.append(token(2))
+        return issued[-1]
+
+    async with jwt_gateway() as gw:
+        publisher = asyncio.create_task(_publish_numbers(gw.url))
+        got: list[Event] = []
+        try:
+            async with Client(gw.url, ["orders.*"], token=fresh) as client:
+                async with asyncio.timeout(60):
+                    async for event in client:
+                        got.append(event)
+                        if event.event == "message" and client.connections >= 3:
+                            break
+        finally:
+            publisher.cancel()
+        assert len(issued) >= 3  # one fresh token per connection
+        data = [e.data for e in got if e.event == "message"]
+        assert data == [str(n) for n in range(int(data[0]), int(data[-1]) + 1)]  # no gap, no repeat
+        ends = [e for e in got if e.event == "hopcast-token-expired"]
+        assert len(ends) >= 2
+
+
+async def test_a_plain_function_is_called_too() -> None:
+    calls = 0
+
+    def fresh() -> str:
+        nonlocal calls
+        calls += 1
+        return token(3600)
+
+    async with jwt_gateway() as gw:
+        publisher = asyncio.create_task(_publish_numbers(gw.url))
+        try:
+            async with Client(gw.url, ["orders.*"], token=fresh) as client:
+                async with asyncio.timeout(30):
+                    async for event in client:
+                        first = event
+                        break
+        finally:
+            publisher.cancel()
+        assert (first.event, client.connections, calls) == ("message", 1, 1)
+
+
+@pytest.mark.parametrize(
+    ("credential", "status", "words"),
+    [
+        (None, 401, "needs a bearer token"),
+        (token(-60), 401, "expired"),
+        ("not-a-token", 401, "not a JWT"),
+        (jwt.encode({"hopcast": {"subscribe": ["users.*"]}}, SECRET), 403, "orders.*"),
+    ],
+)
+async def test_a_refusal_ends_the_iteration(
+    credential: str | None, status: int, words: str
+) -> None:
+    async with jwt_gateway() as gw:
+        async with Client(gw.url, ["orders.*"], token=credential) as client:
+            with pytest.raises(SubscriptionRefused) as refused:
+                async with asyncio.timeout(30):
+                    async for _ in client:
+                        pass
+        assert refused.value.status == status
+        assert words in refused.value.body
+        assert client.connections == 0
+
+
+async def _publish_numbers(url: str) -> None:
+    n = 0
+    while True:
+        response = await post(url, "orders.1", str(n).encode(), headers=_publisher())
+        assert response.status_code == 202, response.text
+        n += 1
+        await asyncio.sleep(0.05)
+
+
+def _publisher() -> dict[str, str]:
+    claims = {"exp": int(time.time() + 3600), "hopcast": {"publish": ["orders.#"]}}
+    return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
