@@ -13,18 +13,20 @@ client then resumes with the next token where the last one stopped.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import inspect
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 import httpx
-from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 log = logging.getLogger(__name__)
 
 RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
+_LINE_END = re.compile(r"\r\n|\r|\n")
 
 TokenSource = str | Callable[[], str | Awaitable[str]]
 """A bearer token, or a function returning a fresh one (awaited when it is async)."""
@@ -48,25 +50,73 @@ class SubscriptionRefused(Exception):
         self.body = body
 
 
-class _Decoder(SSEDecoder):
-    """httpx-sse's decoder, plus what WHATWG needs: a block with no data line is not an event."""
+class EventStreamParser:
+    """WHATWG's event stream interpretation, fed bytes as they arrive.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.has_data = False
+    ``last_event_id`` starts at the resume point, so a block without ``id:``
+    keeps it (the spec would clear it at a new connection's first event).
 
-    def feed(self, line: str) -> tuple[str, Event | None]:
-        if line.startswith("data"):
-            field = line.partition(":")[0]
-            self.has_data = self.has_data or field == "data"
-        had_data = self.has_data
-        sse = self.decode(line)
-        if sse is None:
-            return self._last_event_id, None
-        self.has_data = False
-        if not had_data:
-            return sse.id, None
-        return sse.id, Event(sse.id, sse.event or "message", sse.data)
+    >>> parser = EventStreamParser()
+    >>> parser.feed(b"retry: 500\\nid: 7\\nevent: paid\\ndata: a\\r\\ndata: b\\n\\n: hi\\n")
+    [Event(id='7', event='paid', data='a\\nb')]
+    >>> parser.last_event_id, parser.retry_ms
+    ('7', 500)
+    """
+
+    def __init__(self, last_event_id: str = "") -> None:
+        self.last_event_id = last_event_id
+        self.retry_ms: int | None = None
+        self._text = codecs.getincrementaldecoder("utf-8")("replace")
+        self._started = False
+        self._pending = ""
+        self._skip_lf = False  # the last chunk ended in CR: a LF opening the next is its CRLF
+        self._id = last_event_id
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        """The events that ``chunk`` completes, in order."""
+        text = self._text.decode(chunk)
+        if not self._started and text:
+            self._started = True
+            text = text.removeprefix("\ufeff")
+        if self._skip_lf and text:
+            self._skip_lf = False
+            text = text.removeprefix("\n")
+        if not text:
+            return []
+        *lines, self._pending = _LINE_END.split(self._pending + text)
+        self._skip_lf = text.endswith("\r")
+        events = []
+        for line in lines:
+            if line:
+                self._field(line)
+            elif (event := self._dispatch()) is not None:
+                events.append(event)
+        return events
+
+    def _field(self, line: str) -> None:
+        if line[0] == ":":
+            return  # a comment
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            self.retry_ms = int(value)
+
+    def _dispatch(self) -> Event | None:
+        self.last_event_id = self._id  # even when no event goes out
+        event, self._event = self._event, ""
+        if not self._data:
+            return None
+        data, self._data = "\n".join(self._data), []
+        return Event(self.last_event_id, event or "message", data)
 
 
 class Client:
@@ -139,17 +189,15 @@ class Client:
                 log.warning("%s answered %d; trying again", self.url, response.status_code)
                 return
             self.connections += 1
-            decoder = _Decoder()
-            lines = SSELineDecoder()
-            async for text in response.aiter_text():
-                for line in lines.decode(text):
-                    last_id, event = decoder.feed(line)
-                    if decoder._retry is not None:
-                        self.retry = decoder._retry / 1000
-                    if last_id:
-                        self.last_event_id = last_id
-                    if event is not None:
-                        yield event
+            parser = EventStreamParser(self.last_event_id or "")
+            async for chunk in response.aiter_bytes():
+                events = parser.feed(chunk)
+                if parser.retry_ms is not None:
+                    self.retry = parser.retry_ms / 1000
+                for event in events:
+                    self.last_event_id = event.id or None
+                    yield event
+                self.last_event_id = parser.last_event_id or None  # heartbeats move it too
 
     async def _fresh_token(self) -> str | None:
         if self._token is None or isinstance(self._token, str):

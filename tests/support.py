@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from hopcast.app import create_app
 from hopcast.broker import Broker
 from hopcast.client import Event as ClientEvent
+from hopcast.client import EventStreamParser
 from hopcast.config import Settings
 from hopcast.hub import Hub
 from hopcast.listener import StreamServer
@@ -351,10 +352,6 @@ class Listener:
                 await self._task
 
     async def _run(self) -> None:
-        from httpx_sse._decoders import SSELineDecoder
-
-        from hopcast.client import _Decoder
-
         try:
             async with (
                 httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as http,
@@ -362,14 +359,11 @@ class Listener:
             ):
                 self.status = response.status_code
                 self.response_headers = response.headers
-                decoder, lines = _Decoder(), SSELineDecoder()
+                parser = EventStreamParser()
                 async for raw in response.aiter_raw():
                     self.raw += raw
-                    for line in lines.decode(raw.decode()):
-                        last_id, event = decoder.feed(line)
-                        self.last_id = last_id or self.last_id
-                        if event is not None:
-                            self.events.append(event)
+                    self.events += parser.feed(raw)
+                    self.last_id = parser.last_event_id or self.last_id
                     self._arrived.set()
         except httpx.HTTPError:
             pass

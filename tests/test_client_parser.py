@@ -1,0 +1,91 @@
+"""The Python client's stream parser against the WHATWG oracle, fed in arbitrary pieces."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hopcast.client import Event, EventStreamParser
+from hopcast.sse import encode_event, encode_heartbeat, encode_preamble
+from tests.sse_spec import parse
+
+FAST = settings(max_examples=400, deadline=None)
+
+names = st.sampled_from(["data", "event", "id", "retry", "", "dat", "data ", "Data", "x"])
+values = st.one_of(
+    st.sampled_from(["", " ", "  x", "7", "0042", "1.5", "-1", "a\x00b", ":", "é", "\ufeff"]),
+    st.text(st.characters(blacklist_characters="\r\n"), max_size=12),
+)
+ends = st.sampled_from(["\n", "\r", "\r\n"])
+
+
+@st.composite
+def lines(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["field", "field", "bare", "comment", "blank"]))
+    if kind == "blank":
+        body = ""
+    elif kind == "comment":
+        body = ":" + draw(values)
+    elif kind == "bare":
+        body = draw(names)
+    else:
+        body = f"{draw(names)}:{draw(values)}"
+    return body + draw(ends)
+
+
+streams = st.builds(
+    lambda bom, parts, tail: (bom + "".join(parts) + tail).encode("utf-8", "surrogatepass"),
+    st.sampled_from(["", "\ufeff"]),
+    st.lists(lines(), max_size=25),
+    st.sampled_from(["", "data: unfinished", "\r"]),
+)
+
+
+def split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    """``stream`` in pieces at ``cuts`` (which may fall inside a CRLF or a UTF-8 character)."""
+    points = sorted({c % (len(stream) + 1) for c in cuts})
+    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+
+
+def fed(stream: bytes, cuts: list[int]) -> tuple[list[Event], EventStreamParser]:
+    parser = EventStreamParser()
+    events: list[Event] = []
+    for piece in split(stream, cuts):
+        events += parser.feed(piece)
+    return events, parser
+
+
+def as_oracle(events: list[Event]) -> tuple[tuple[str, str, str], ...]:
+    return tuple((e.event, e.data, e.id) for e in events)
+
+
+@FAST
+@given(st.one_of(streams, st.binary(max_size=200)), st.lists(st.integers(0, 400), max_size=8))
+def test_the_same_as_a_browser_however_the_stream_is_cut(stream: bytes, cuts: list[int]) -> None:
+    expected = parse(stream)
+    events, parser = fed(stream, cuts)
+    assert as_oracle(events) == tuple((e.type, e.data, e.last_event_id) for e in expected.events)
+    assert parser.last_event_id == expected.last_event_id
+    assert parser.retry_ms == expected.retry
+
+
+@FAST
+@given(st.lists(st.integers(0, 10_000)), st.lists(st.integers(0, 2_000), max_size=8))
+def test_what_the_gateway_sends_comes_out_whole(offsets: list[int], cuts: list[int]) -> None:
+    stream = encode_preamble(2500, None)
+    for n in offsets:
+        stream += encode_event(n, "e" if n % 2 else None, f"é {n}\r\nline\r".encode())
+        stream += encode_heartbeat(n + 1) if n % 3 == 0 else b""
+    events, parser = fed(stream, cuts)
+    assert [(e.id, e.event, e.data) for e in events] == [
+        (str(n), "e" if n % 2 else "message", f"é {n}\nline\n") for n in offsets
+    ]
+    assert parser.retry_ms == 2500
+    if offsets:
+        assert parser.last_event_id == str(offsets[-1] + 1 if offsets[-1] % 3 == 0 else offsets[-1])
+
+
+def test_a_block_without_an_id_keeps_the_resume_point() -> None:
+    parser = EventStreamParser("41")
+    assert parser.feed(b"data: x\n\n") == [Event("41", "message", "x")]
+    assert parser.last_event_id == "41"
