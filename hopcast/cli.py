@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import click
 
 from hopcast.config import PREFIX, Settings
 from hopcast.errors import ConfigError
+from hopcast.logs import configure_logging
 
 log = logging.getLogger("hopcast")
 
@@ -32,8 +32,8 @@ def _serve_flags() -> list[Any]:
             continue
         if name == "log_level":
             kind: Any = click.Choice(["debug", "info", "warning", "error"])
-        elif name == "auth":
-            kind = click.Choice(["none", "jwt"])
+        elif get_origin(field.annotation) is Literal:
+            kind = click.Choice(list(get_args(field.annotation)))
         else:
             kind = {int: int, float: float}.get(type(field.default), str)
         multiple = isinstance(field.default, tuple)
@@ -49,14 +49,6 @@ def _serve_flags() -> list[Any]:
             )
         )
     return flags
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.group()
@@ -82,7 +74,7 @@ def serve(**flags: Any) -> None:
         settings = Settings.from_env(os.environ, **flags)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _configure_logging(settings.log_level)
+    configure_logging(settings)
     from hopcast.server import run
 
     try:

@@ -104,6 +104,9 @@ class Settings(BaseModel):
         DEFAULT_MEMORY_MAX_EVENTS, description="retention of the memory:// broker, events"
     )
     log_level: str = Field("info", description="debug, info, warning or error")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object per line, for log collectors"
+    )
     auth: Literal["none", "jwt"] = Field(
         "none", description="none (development: anyone may do anything) or jwt"
     )

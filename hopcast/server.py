@@ -21,6 +21,7 @@ from hopcast.app import create_app
 from hopcast.config import Settings
 from hopcast.errors import cannot_listen
 from hopcast.listener import StreamServer
+from hopcast.logs import configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,7 @@ def _warn_about(settings: Settings) -> None:
 
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s [worker {os.getpid()}] %(name)s: %(message)s",
-    )
+    configure_logging(settings, worker=True)
     serve_here(settings, sock)
 
 

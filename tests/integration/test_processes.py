@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -120,6 +121,18 @@ async def test_workers_share_a_port_and_clients_resume_on_any(names: Names) -> N
                 last = sub.last_id
         assert got == [str(i) for i in range(15)]
         assert _worker_count(gw) == 2
+
+
+async def test_json_logs_are_one_object_per_line_from_every_process(names: Names) -> None:
+    with child_gateway({**names.env(), "HOPCAST_LOG_FORMAT": "json"}, "--workers", "2") as gw:
+        await wait_ready(gw.url)
+        err = gw.stderr()  # stops it: the shutdown logs too
+    lines = [json.loads(line) for line in err.splitlines()]  # every line, or this fails
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines), lines
+    pids = {line["pid"] for line in lines if "pid" in line}
+    assert len(pids) == 2, lines  # the workers say which they are
+    assert any(line["message"].startswith("serving on http://") for line in lines), lines
+    assert {line["level"] for line in lines} <= {"debug", "info", "warning", "error"}
 
 
 def _worker_count(gw: ChildGateway) -> int:
