@@ -311,6 +311,12 @@ class ChildGateway:
         assert self.proc.stderr is not None
         return self.proc.stderr.read().decode(errors="replace")
 
+    def close(self) -> None:
+        """Stop it and let go of its stderr."""
+        self.stop()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
 
 @contextlib.contextmanager
 def child_gateway(env: Mapping[str, str], *args: str) -> Iterator[ChildGateway]:
@@ -318,9 +324,7 @@ def child_gateway(env: Mapping[str, str], *args: str) -> Iterator[ChildGateway]:
     try:
         yield child
     finally:
-        child.stop()
-        if child.proc.stderr is not None:
-            child.proc.stderr.close()
+        child.close()
 
 
 class Listener:

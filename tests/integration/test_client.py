@@ -11,7 +11,16 @@ import jwt
 import pytest
 
 from hopcast import Client, Event, SubscriptionRefused
-from tests.support import Gateway, post, serve_in_loop, settings_for
+from tests.support import (
+    ChildGateway,
+    Gateway,
+    Names,
+    amqp_publish,
+    post,
+    serve_in_loop,
+    settings_for,
+    wait_ready,
+)
 
 SECRET = "a client-test secret of more than 32 bytes"
 
@@ -97,6 +106,42 @@ async def test_a_refusal_ends_the_iteration(
         assert refused.value.status == status
         assert words in refused.value.body
         assert client.connections == 0
+
+
+@pytest.mark.usefixtures("rabbitmq")
+async def test_every_event_once_across_gateway_restarts(names: Names) -> None:
+    """Published straight to RabbitMQ, some while no gateway runs; read through two restarts."""
+    env = {**names.env(), "HOPCAST_RETRY": "200"}
+    gateway = ChildGateway(env)
+    sent = 0
+
+    async def publish(count: int) -> None:
+        nonlocal sent
+        await amqp_publish(
+            names, [("orders.1", b"%d" % n, None) for n in range(sent, sent + count)]
+        )
+        sent += count
+
+    got: list[str] = []
+    try:
+        await wait_ready(gateway.url)
+        await publish(5)  # offsets 0-4 of a new stream: the client starts after the first
+        async with Client(gateway.url, ["orders.*"], last_event_id="0") as client:
+            async with asyncio.timeout(120):
+                async for event in client:
+                    got.append(event.data)
+                    if len(got) in (1, 10):
+                        gateway.close()  # the stream ends; the client keeps trying
+                        await publish(10)  # while nothing serves it
+                        gateway = ChildGateway(env, port=gateway.port)
+                        await wait_ready(gateway.url)
+                        await publish(5)
+                    if len(got) == sent - 1:
+                        break
+    finally:
+        gateway.close()
+    assert got == [str(n) for n in range(1, sent)]
+    assert (sent, client.connections) == (35, 3)
 
 
 async def _publish_numbers(url: str) -> None:
