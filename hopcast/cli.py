@@ -7,6 +7,8 @@ variable; a flag wins over its variable.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import os
 from typing import Any, Literal, get_args, get_origin
@@ -119,12 +121,15 @@ def publish_command(topic: str, data: str, event: str | None, url: str, token: s
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
 @click.option("--last-event-id", default=None, help="resume after this event id")
 @click.option("--count", type=int, default=None, help="stop after this many events")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per event: id, event, data")
 @token_option
 def listen_command(
     patterns: tuple[str, ...],
+    *,
     url: str,
     last_event_id: str | None,
     count: int | None,
+    as_json: bool,
     token: str | None,
 ) -> None:
     """Print the events of PATTERNS as they come (resuming across reconnects)."""
@@ -136,7 +141,10 @@ def listen_command(
         seen = 0
         async with Client(url, list(patterns), last_event_id=last_event_id, token=token) as client:
             async for event in client:
-                click.echo(f"{event.id}\t{event.event}\t{event.data}")
+                if as_json:
+                    click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False))
+                else:
+                    click.echo(f"{event.id}\t{event.event}\t{event.data}")
                 seen += 1
                 if count is not None and seen >= count:
                     return

@@ -62,6 +62,24 @@ async def test_what_publish_sends_listen_prints() -> None:
         assert out.decode().splitlines() == ['0\tpaid\t{"order": 42}', "1\tmessage\ttwo"]
 
 
+def test_listen_json_keeps_line_breaks_in_data_on_one_line() -> None:
+    with child_gateway(MEMORY) as gw:
+        asyncio.run(wait_ready(gw.url))
+        for data, event in [("skipped", None), ("two\nlines", "paid"), ("é \\n", None)]:
+            sent = hopcast(
+                "publish", "a.b", data, *(["--event", event] if event else []), "--url", gw.url
+            )
+            assert sent.returncode == 0, sent.stderr
+        got = hopcast(
+            "listen", "a.*", "--last-event-id", "0", "--count", "2", "--json", "--url", gw.url
+        )
+        assert got.returncode == 0, got.stderr
+        assert [json.loads(line) for line in got.stdout.splitlines()] == [
+            {"id": "1", "event": "paid", "data": "two\nlines"},
+            {"id": "2", "event": "message", "data": "é \\n"},
+        ]
+
+
 def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with child_gateway(MEMORY) as gw:
