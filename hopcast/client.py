@@ -120,7 +120,14 @@ class EventStreamParser:
 
 
 class Client:
-    """Subscribe to patterns; iterate for events; reconnects resume with Last-Event-ID."""
+    """Subscribe to patterns; iterate for events; reconnects resume with Last-Event-ID.
+
+    A connection that brings no byte for ``idle_timeout`` seconds is judged
+    dead (a network that drops packets closes nothing) and resumed on a new
+    one; the gateway sends a heartbeat every ``--heartbeat`` seconds (15 by
+    default), so keep it above twice that, or None never to judge. It applies
+    to the client's own HTTP client, not to one passed as ``http``.
+    """
 
     def __init__(
         self,
@@ -130,6 +137,7 @@ class Client:
         last_event_id: str | None = None,
         token: TokenSource | None = None,
         retry: float = 3.0,
+        idle_timeout: float | None = 45.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url.rstrip("/")
@@ -139,7 +147,7 @@ class Client:
         self.connections = 0
         self._token = token
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None))
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=idle_timeout))
 
     async def __aenter__(self) -> Client:
         return self

@@ -7,15 +7,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import jwt
 import pytest
 
 from hopcast import Client, Event, SubscriptionRefused
+from tests.faults.proxy import BlackHoleProxy
 from tests.support import (
     ChildGateway,
     Gateway,
     Names,
     amqp_publish,
+    metric,
     post,
     serve_in_loop,
     settings_for,
@@ -108,6 +111,31 @@ async def test_a_refusal_ends_the_iteration(
         assert client.connections == 0
 
 
+async def test_a_connection_gone_silent_is_judged_dead_and_resumed() -> None:
+    """Packets dropped, no socket closed: only the silence tells, and the client listens for it."""
+    settings = settings_for("memory", retry=100, heartbeat=0.2)
+    async with serve_in_loop(settings) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        async with BlackHoleProxy("127.0.0.1", port) as proxy:
+            url = f"http://127.0.0.1:{proxy.port}"
+            got: list[str] = []
+            start = asyncio.create_task(_post_once_subscribed(gw.url, b"start"))
+            async with Client(url, ["orders.*"], idle_timeout=1.0) as client:
+                async with asyncio.timeout(60):
+                    async for event in client:
+                        got.append(event.data)
+                        if event.data == "start":
+                            proxy.black_hole()  # the link goes silent
+                            proxy.heal()  # new links pass
+                            for n in range(3):  # while the client waits on the silent one
+                                await post(gw.url, "orders.1", b"%d" % n)
+                        if len(got) == 4:
+                            break
+            await start
+        assert got == ["start", "0", "1", "2"]
+        assert client.connections == 2
+
+
 @pytest.mark.usefixtures("rabbitmq")
 async def test_every_event_once_across_gateway_restarts(names: Names) -> None:
     """Published straight to RabbitMQ, some while no gateway runs; read through two restarts."""
@@ -142,6 +170,13 @@ async def test_every_event_once_across_gateway_restarts(names: Names) -> None:
         gateway.close()
     assert got == [str(n) for n in range(1, sent)]
     assert (sent, client.connections) == (35, 3)
+
+
+async def _post_once_subscribed(url: str, body: bytes) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        while await metric(http, "hopcast_subscribers") < 1:
+            await asyncio.sleep(0.05)
+    await post(url, "orders.1", body)
 
 
 async def _publish_numbers(url: str) -> None:
