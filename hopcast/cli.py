@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from typing import Any, Literal, get_args, get_origin
 
 import click
@@ -100,15 +101,15 @@ token_option = click.option(
 @click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
 @token_option
 def publish_command(topic: str, data: str, event: str | None, url: str, token: str | None) -> None:
-    """Publish DATA on TOPIC through a running gateway."""
+    """Publish DATA on TOPIC through a running gateway (DATA "-": read it from stdin)."""
     import httpx
 
     params = {"event": event} if event else {}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # the argument's own bytes, as the shell passed them: the gateway judges them
+    body = sys.stdin.buffer.read() if data == "-" else os.fsencode(data)
     try:
-        response = httpx.post(
-            f"{url}/events/{topic}", content=data.encode(), params=params, headers=headers
-        )
+        response = httpx.post(f"{url}/events/{topic}", content=body, params=params, headers=headers)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the gateway at {url}: {exc}") from None
     if response.status_code != 202:

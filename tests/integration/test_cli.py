@@ -19,13 +19,14 @@ MEMORY = {"HOPCAST_BROKER": "memory://", "HOPCAST_LOG_LEVEL": "warning"}
 
 
 def hopcast(
-    *args: str, timeout: float = 60, env: Mapping[str, str] | None = None
+    *args: str, env: Mapping[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hopcast", *args],
+        input=stdin,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=60,
         check=False,
         env={**os.environ, **(env or {})},
     )
@@ -62,12 +63,18 @@ async def test_what_publish_sends_listen_prints() -> None:
         assert out.decode().splitlines() == ['0\tpaid\t{"order": 42}', "1\tmessage\ttwo"]
 
 
-def test_listen_json_keeps_line_breaks_in_data_on_one_line() -> None:
+def test_publish_from_stdin_and_listen_json_keep_line_breaks() -> None:
     with child_gateway(MEMORY) as gw:
         asyncio.run(wait_ready(gw.url))
         for data, event in [("skipped", None), ("two\nlines", "paid"), ("é \\n", None)]:
             sent = hopcast(
-                "publish", "a.b", data, *(["--event", event] if event else []), "--url", gw.url
+                "publish",
+                "a.b",
+                "-",
+                *(["--event", event] if event else []),
+                "--url",
+                gw.url,
+                stdin=data,
             )
             assert sent.returncode == 0, sent.stderr
         got = hopcast(
@@ -89,6 +96,7 @@ def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
             (["publish", "orders..1", "x", "--url", gw.url], ["400", "empty word"]),
             (["publish", "a", "x", "--event", "hopcast-x", "--url", gw.url], ["400", "reserved"]),
             (["publish", "a", "x", "--url", nowhere], ["cannot reach the gateway", nowhere]),
+            (["publish", "a", "\udcff", "--url", gw.url], ["400", "UTF-8"]),  # argv byte 0xFF
             (["listen", "orders..1", "--url", gw.url], ["400", "empty word"]),
             (["listen", "a", "--last-event-id", "x", "--url", gw.url], ["400", "Last-Event-ID"]),
         ]:
