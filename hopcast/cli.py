@@ -86,8 +86,51 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+def _text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """UTF-8 text (the shell passes any bytes), for what goes in the URL."""
+    for item in value if isinstance(value, tuple) else [value]:
+        if item is not None and not _encodes(item, "utf-8"):
+            raise click.BadParameter(f"{item!r} is not UTF-8 text")
+    return value
+
+
+def _header(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Visible ASCII, for what goes in a header."""
+    if value is not None and not (_encodes(value, "ascii") and value.isprintable()):
+        raise click.BadParameter(f"{value!r} is not visible ASCII")
+    return value
+
+
+def _gateway_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import httpx
+
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, UnicodeError):
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
+    return value
+
+
+def _encodes(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+url_option = click.option(
+    "--url",
+    callback=_gateway_url,
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="gateway URL",
+)
 token_option = click.option(
     "--token",
+    callback=_header,
     envvar="HOPCAST_TOKEN",
     default=None,
     help="bearer token, for a gateway run with --auth jwt [env: HOPCAST_TOKEN]",
@@ -95,10 +138,10 @@ token_option = click.option(
 
 
 @main.command("publish")
-@click.argument("topic")
+@click.argument("topic", callback=_text)
 @click.argument("data")
-@click.option("--event", default=None, help="event name (the SSE event: field)")
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
+@click.option("--event", callback=_text, default=None, help="event name (the SSE event: field)")
+@url_option
 @token_option
 def publish_command(topic: str, data: str, event: str | None, url: str, token: str | None) -> None:
     """Publish DATA on TOPIC through a running gateway (DATA "-": read it from stdin)."""
@@ -118,9 +161,9 @@ def publish_command(topic: str, data: str, event: str | None, url: str, token: s
 
 
 @main.command("listen")
-@click.argument("patterns", nargs=-1, required=True)
-@click.option("--url", default="http://127.0.0.1:8080", show_default=True, help="gateway URL")
-@click.option("--last-event-id", default=None, help="resume after this event id")
+@click.argument("patterns", callback=_text, nargs=-1, required=True)
+@url_option
+@click.option("--last-event-id", callback=_header, default=None, help="resume after this event id")
 @click.option("--count", type=int, default=None, help="stop after this many events")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event: id, event, data")
 @token_option

@@ -91,17 +91,26 @@ def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
     nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     with child_gateway(MEMORY) as gw:
         asyncio.run(wait_ready(gw.url))
-        for args, words in [
-            (["publish", "orders.*", "x", "--url", gw.url], ["400", "patterns"]),
-            (["publish", "orders..1", "x", "--url", gw.url], ["400", "empty word"]),
-            (["publish", "a", "x", "--event", "hopcast-x", "--url", gw.url], ["400", "reserved"]),
-            (["publish", "a", "x", "--url", nowhere], ["cannot reach the gateway", nowhere]),
-            (["publish", "a", "\udcff", "--url", gw.url], ["400", "UTF-8"]),  # argv byte 0xFF
-            (["listen", "orders..1", "--url", gw.url], ["400", "empty word"]),
-            (["listen", "a", "--last-event-id", "x", "--url", gw.url], ["400", "Last-Event-ID"]),
+        bad = "\udcff"  # how Python shows the shell's byte 0xFF, which is not UTF-8
+        for args, status, words in [
+            (["publish", "orders.*", "x", "--url", gw.url], 1, ["400", "patterns"]),
+            (["publish", "orders..1", "x", "--url", gw.url], 1, ["400", "empty word"]),
+            (["publish", "a", "x", "--event", "hopcast-x", "--url", gw.url], 1, ["reserved"]),
+            (["publish", "a", "x", "--url", nowhere], 1, ["cannot reach the gateway", nowhere]),
+            (["publish", "a", bad, "--url", gw.url], 1, ["400", "UTF-8"]),  # the data's bytes
+            (["listen", "orders..1", "--url", gw.url], 1, ["400", "empty word"]),
+            (["listen", "a", "--last-event-id", "x", "--url", gw.url], 1, ["Last-Event-ID"]),
+            # refused before anything is sent: exit status 2, as any usage error
+            (["publish", bad, "x", "--url", gw.url], 2, ["TOPIC", "UTF-8"]),
+            (["publish", "a", "x", "--event", bad, "--url", gw.url], 2, ["--event", "UTF-8"]),
+            (["publish", "a", "x", "--token", "a\tb", "--url", gw.url], 2, ["--token", "ASCII"]),
+            (["publish", "a", "x", "--url", "nonsense"], 2, ["--url", "http://"]),
+            (["listen", bad, "--url", gw.url], 2, ["PATTERNS", "UTF-8"]),
+            (["listen", "a", "--last-event-id", "é", "--url", gw.url], 2, ["--last-event-id"]),
+            (["listen", "a", "--url", f"http://{bad}"], 2, ["--url", "http://"]),
         ]:
             result = hopcast(*args)
-            assert result.returncode == 1, (args, result)
+            assert result.returncode == status, (args, result)
             assert "Traceback" not in result.stderr, (args, result.stderr)
             for word in words:
                 assert word in result.stderr, (args, result.stderr)
