@@ -384,11 +384,14 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        hub = Hub(the_broker, settings)
-        app.state.hub = hub
-        async with hub:
-            yield
-        await the_broker.aclose()
+        async with contextlib.AsyncExitStack() as stack:
+            if auth.remote_keys is not None:  # no token can be checked before its keys are in
+                await stack.enter_async_context(auth.remote_keys)
+            hub = Hub(the_broker, settings)
+            app.state.hub = hub
+            async with hub:
+                yield
+            await the_broker.aclose()
 
     routes: Sequence[Route] = [
         Route("/events", subscribe, methods=["GET"]),

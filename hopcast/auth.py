@@ -29,7 +29,7 @@ from typing import Any, Literal
 import jwt
 
 from hopcast.errors import ConfigError, HopcastError, InvalidTopic
-from hopcast.keys import Key, jwks_keys, pem_key, secret_key
+from hopcast.keys import Key, RemoteKeySet, is_url, jwks_keys, pem_key, secret_key
 from hopcast.topics import Pattern, parse_topic
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,7 @@ class AuthSettings:
     secret: str | None = field(default=None, repr=False)
     key_file: Path | str | None = None
     jwks_file: Path | str | None = None
+    jwks_refresh: float = 300.0
     audience: str | None = None
     issuer: str | None = None
     cookie_name: str = DEFAULT_COOKIE_NAME
@@ -288,7 +289,7 @@ class Authorizer:
     ) -> None:
         self.settings = settings
         self.public = public
-        self._keys: Mapping[str | None, Key] = keys or {}
+        self._keys: Mapping[str | None, Key] = {} if keys is None else keys
 
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> Authorizer:
@@ -318,6 +319,12 @@ class Authorizer:
             keys: dict[str | None, Key] = {None: secret_key(settings.secret, _FLAG["secret"])}
         elif settings.key_file:
             keys = {None: pem_key(Path(settings.key_file), _FLAG["key_file"])}
+        elif is_url(str(settings.jwks_file)):
+            remote = RemoteKeySet(
+                str(settings.jwks_file), _FLAG["jwks_file"], settings.jwks_refresh
+            )
+            log.info("auth: jwt with keys from %s, %d public pattern(s)", remote.url, len(public))
+            return cls(settings, public=public, keys=remote)
         else:
             keys = jwks_keys(Path(str(settings.jwks_file)), _FLAG["jwks_file"])
         log.info(
@@ -327,6 +334,11 @@ class Authorizer:
             len(public),
         )
         return cls(settings, public=public, keys=keys)
+
+    @property
+    def remote_keys(self) -> RemoteKeySet | None:
+        """The key set fetched from a URL, which the app enters for its lifetime; else None."""
+        return self._keys if isinstance(self._keys, RemoteKeySet) else None
 
     @property
     def enabled(self) -> bool:

@@ -45,6 +45,7 @@ DEFAULT_MAX_URL_BYTES = 4096
 DEFAULT_MAX_HEADER_BYTES = 16_384
 DEFAULT_PUBLISH_RATE = 100.0
 DEFAULT_PUBLISH_BURST = 200
+DEFAULT_JWKS_REFRESH = 300.0
 LIST_FIELDS = frozenset({"broker", "public", "cors_origin", "trusted_proxy"})
 
 Positive = Annotated[int, Field(gt=0)]
@@ -112,7 +113,13 @@ class Settings(BaseModel):
     )
     jwt_secret: SecretStr | None = Field(None, description="HS256 shared secret (32+ bytes)")
     jwt_key: str | None = Field(None, description="PEM public key file (RS256, ES256, ...)")
-    jwks: str | None = Field(None, description="JWKS file; the key is chosen by kid")
+    jwks: str | None = Field(
+        None, description="JWKS file, or the issuer's https:// URL; the key is chosen by kid"
+    )
+    jwks_refresh: Seconds = Field(
+        DEFAULT_JWKS_REFRESH,
+        description="seconds between fetches of a --jwks URL (also soon after an unknown kid)",
+    )
     jwt_audience: str | None = Field(None, description="required aud claim")
     jwt_issuer: str | None = Field(None, description="required iss claim")
     cookie_name: str = Field("hopcast_token", description="cookie carrying the token")
@@ -213,6 +220,7 @@ class Settings(BaseModel):
             secret=self.jwt_secret.get_secret_value() if self.jwt_secret else None,
             key_file=self.jwt_key,
             jwks_file=self.jwks,
+            jwks_refresh=self.jwks_refresh,
             audience=self.jwt_audience,
             issuer=self.jwt_issuer,
             cookie_name=self.cookie_name,

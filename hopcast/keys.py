@@ -1,4 +1,7 @@
-"""The keys tokens are verified with: a shared secret, a PEM public key, or a JWKS file.
+"""The keys tokens are verified with: a shared secret, a PEM public key, or a JWKS.
+
+A JWKS comes from a file, or from an issuer's URL (`RemoteKeySet`), fetched
+again now and then so that the issuer can rotate its keys.
 
 Each key carries the algorithms its type allows, decided here from the key
 alone and never from a token's header (the algorithm-confusion attacks).
@@ -9,9 +12,13 @@ alone and never from a token's header (the algorithm-confusion attacks).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -33,6 +40,13 @@ MIN_SECRET_BYTES = 32
 _HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 _RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+
+JWKS_TIMEOUT = 10.0
+JWKS_MAX_BYTES = 1_000_000
+JWKS_MIN_INTERVAL = 10.0
+"""Seconds between two fetches of a JWKS URL at least, whatever kids tokens name."""
+FIRST_FETCH_TRIES = 3
+FIRST_FETCH_PAUSE = 2.0
 
 VerifyKey: TypeAlias = "AllowedPublicKeys | jwt.PyJWK | bytes"
 
@@ -103,9 +117,16 @@ def jwks_keys(path: Path, flag: str) -> dict[str | None, Key]:
     """The signing keys of a JWKS file, by kid."""
     where = f"{flag}: {str(path)!r}"
     try:
-        document = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read it: {exc.strerror}") from None
+    return parse_jwks(data, where)
+
+
+def parse_jwks(data: bytes, where: str) -> dict[str | None, Key]:
+    """The signing keys of a JWKS document, by kid (``where`` names its source in errors)."""
+    try:
+        document = json.loads(data)
     except ValueError:
         raise ConfigError(f"{where}: not JSON") from None
     entries = document.get("keys") if isinstance(document, dict) else None
@@ -140,3 +161,100 @@ def jwks_keys(path: Path, flag: str) -> dict[str | None, Key]:
     if len(keys) > 1 and None in keys:
         raise ConfigError(f"{where}: with several keys, every key needs a kid")
     return keys
+
+
+def is_url(source: str) -> bool:
+    """Whether a ``--jwks`` value names a URL rather than a file."""
+    return source.startswith(("https://", "http://"))
+
+
+class RemoteKeySet(Mapping[str | None, Key]):
+    """The keys of a JWKS URL, by kid: fetched on entry, then every ``refresh`` seconds,
+    and soon after a token names a kid it lacks (an issuer rotating its keys).
+
+    A failed fetch keeps the keys in use. On entry, the first fetch is tried
+    `FIRST_FETCH_TRIES` times and then raises `ConfigError`: without keys no
+    token can be checked.
+    """
+
+    def __init__(self, url: str, flag: str, refresh: float) -> None:
+        self.url = url
+        self._where = f"{flag}: {url!r}"
+        self._refresh = refresh
+        self._keys: dict[str | None, Key] = {}
+        self._wanted = asyncio.Event()
+        self._fetched_at = -math.inf
+        self._task: asyncio.Task[None] | None = None
+
+    def __getitem__(self, kid: str | None) -> Key:
+        return self._keys[kid]
+
+    def __iter__(self) -> Iterator[str | None]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, kid: str | None, default: Any = None) -> Any:
+        key = self._keys.get(kid)
+        if key is None and kid is not None:
+            self._wanted.set()  # fetched again at most every JWKS_MIN_INTERVAL seconds
+        return default if key is None else key
+
+    async def __aenter__(self) -> RemoteKeySet:
+        if self.url.startswith("http://"):
+            log.warning("%s: plain http, so anyone on the way could swap the keys", self._where)
+        for attempt in range(1, FIRST_FETCH_TRIES + 1):
+            try:
+                await self.fetch()
+                break
+            except ConfigError as exc:
+                if attempt == FIRST_FETCH_TRIES:
+                    raise
+                log.warning("%s; trying again in %.0f s", exc, FIRST_FETCH_PAUSE)
+                await asyncio.sleep(FIRST_FETCH_PAUSE)
+        self._task = asyncio.create_task(self._keep_fresh(), name="jwks refresh")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def fetch(self) -> None:
+        """Fetch the key set now and use it; `ConfigError` says why it could not be."""
+        import httpx
+
+        self._fetched_at = time.monotonic()
+        data = bytearray()
+        try:
+            async with (
+                httpx.AsyncClient(timeout=JWKS_TIMEOUT, follow_redirects=True) as http,
+                http.stream("GET", self.url, headers={"Accept": "application/json"}) as response,
+            ):
+                if response.status_code != 200:
+                    raise ConfigError(f"{self._where}: answered {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > JWKS_MAX_BYTES:
+                        raise ConfigError(f"{self._where}: larger than {JWKS_MAX_BYTES} bytes")
+        except httpx.HTTPError as exc:
+            raise ConfigError(
+                f"{self._where}: cannot fetch it: {exc or type(exc).__name__}"
+            ) from None
+        keys = parse_jwks(bytes(data), self._where)
+        if keys.keys() != self._keys.keys():
+            log.info("%s: %d key(s), kid %s", self._where, len(keys), sorted(map(str, keys)))
+        self._keys = keys
+
+    async def _keep_fresh(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), self._refresh)
+            await asyncio.sleep(max(0.0, self._fetched_at + JWKS_MIN_INTERVAL - time.monotonic()))
+            self._wanted.clear()
+            try:
+                await self.fetch()
+            except ConfigError as exc:
+                log.warning("%s; keeping the %d key(s) in use", exc, len(self._keys))

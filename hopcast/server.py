@@ -19,7 +19,7 @@ import uvloop
 
 from hopcast.app import create_app
 from hopcast.config import Settings
-from hopcast.errors import cannot_listen
+from hopcast.errors import ConfigError, cannot_listen
 from hopcast.listener import StreamServer
 from hopcast.logs import configure_logging
 
@@ -59,7 +59,11 @@ def _warn_about(settings: Settings) -> None:
 
 def _worker(settings: Settings, sock: socket.socket) -> None:
     configure_logging(settings, worker=True)
-    serve_here(settings, sock)
+    try:
+        serve_here(settings, sock)
+    except ConfigError as exc:  # found at start-up (keys that cannot be fetched): said once
+        log.error("%s", exc)
+        raise SystemExit(1) from None
 
 
 def run(settings: Settings) -> None:
