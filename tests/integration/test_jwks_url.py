@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import subprocess
 import sys
@@ -35,6 +36,7 @@ class Issuer:
     def __init__(self, *kids: tuple[str, ec.EllipticCurvePrivateKey]) -> None:
         self.keys = list(kids)
         self.broken = False
+        self.garbage: bytes | None = None
         self.fetches = 0
         self.app = Starlette(routes=[Route("/jwks.json", self._serve)])
 
@@ -42,6 +44,8 @@ class Issuer:
         self.fetches += 1
         if self.broken:
             return PlainTextResponse("down for maintenance", status_code=503)
+        if self.garbage is not None:
+            return Response(self.garbage, media_type="application/json")
         jwks = [
             {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "ES256"}
             for kid, key in self.keys
@@ -105,23 +109,50 @@ async def test_keys_are_fetched_again_every_refresh_period() -> None:
         assert await status(http, token("b", B)) == 202
 
 
-async def test_no_keys_at_start_up_is_a_clear_error(caplog: pytest.LogCaptureFixture) -> None:
+PRIVATE = {**ECAlgorithm.to_jwk(A, as_dict=True), "kid": "a"}
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        (None, ["cannot fetch it"]),  # nothing listens there
+        (503, ["answered 503"]),
+        (b"<html>sign in</html>", ["not JSON"]),
+        (b'{"keys": "none"}', ["not a JWKS"]),
+        (json.dumps({"keys": [PRIVATE]}).encode(), ["private key"]),
+        (b'{"keys": [], "pad": "' + b"x" * 2_000_000 + b'"}', ["larger than"]),
+    ],
+)
+async def test_no_keys_at_start_up_is_a_clear_error(
+    answer: int | bytes | None, words: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     issuer = Issuer(("a", A))
-    issuer.broken = True
+    issuer.broken = answer == 503
+    issuer.garbage = answer if isinstance(answer, bytes) else None
     caplog.set_level(logging.WARNING, logger="hopcast.keys")
     async with serve_asgi(issuer.app) as issuer_url:
-        for url, words in [
-            (f"http://127.0.0.1:{free_port()}/jwks.json", ["cannot fetch it"]),
-            (f"{issuer_url}/jwks.json", ["answered 503"]),
-        ]:
-            app = create_app(settings_for("memory", auth="jwt", jwks=url))
-            with pytest.raises(ConfigError) as error:
-                async with app.router.lifespan_context(app):
-                    pass
-            for word in ["--jwks", url, *words]:
-                assert word in str(error.value)
-        assert issuer.fetches == keys.FIRST_FETCH_TRIES
+        url = f"http://127.0.0.1:{free_port()}/jwks.json" if answer is None else issuer_url
+        url += "" if answer is None else "/jwks.json"
+        app = create_app(settings_for("memory", auth="jwt", jwks=url))
+        with pytest.raises(ConfigError) as error:
+            async with app.router.lifespan_context(app):
+                pass
+        for word in ["--jwks", url, *words]:
+            assert word in str(error.value)
+        assert issuer.fetches == (0 if answer is None else keys.FIRST_FETCH_TRIES)
     assert "plain http, so anyone on the way could swap the keys" in caplog.text
+
+
+async def test_garbage_later_keeps_the_keys_in_use(caplog: pytest.LogCaptureFixture) -> None:
+    issuer = Issuer(("a", A))
+    async with gateway(issuer, jwks_refresh=3600) as http:
+        for garbage in [b"<html>", json.dumps({"keys": [PRIVATE]}).encode()]:
+            issuer.garbage = garbage
+            with caplog.at_level(logging.WARNING, logger="hopcast.keys"):
+                caplog.clear()
+                assert await status(http, token("zz", A)) == 401  # sends it looking
+                await until(lambda: "keeping the 1 key(s) in use" in caplog.text, "logged")
+            assert await status(http, token("a", A)) == 202
 
 
 def test_serve_says_it_cannot_fetch_the_keys_and_stops() -> None:
