@@ -251,7 +251,11 @@ class Hub:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(BACKOFF_MAX, delay * 2)
             if start is not None:
-                start = self.position + 1
+                # At the position itself, not after it: the next offset may hold no event
+                # (a new segment opens with a record of RabbitMQ's own), and a read asked to
+                # start there would begin further on, as if retention had taken something.
+                # What comes again is dropped by offset.
+                start = max(0, self.position)
 
     async def _dispatch_sliced(self, batch: Sequence[Message]) -> None:
         for i in range(0, len(batch), DISPATCH_SLICE):
@@ -282,11 +286,12 @@ class Hub:
             self._ring_filled.set()
         self._tail_known.set()
         log.info("stream tail at offset %d; filling the ring from %d", tail, begin)
-        return begin
+        return max(0, begin - 1)  # from just before, as after a reconnect (`_run_reader`)
 
     def _check_gap(self, first: int) -> None:
-        """The live read began at ``first``, past the hub's position: retention took what
-        lay between (while the reader was away, or before the ring filled at start-up).
+        """The live read began at ``first``, past the hub's position + 1, although it was
+        asked to start at most there: retention took what lay between (while the reader
+        was away, or before the ring filled at start-up).
 
         Live clients that were waiting for those events are told with ``hopcast-missed``,
         as a resume from the stream is. The ring is emptied, so that a replay reaching
@@ -340,12 +345,13 @@ class Hub:
         max_size = self.settings.max_event_bytes
         ring = self._ring
         match = self._trie.match
-        deliveries = 0
+        deliveries = events = 0
         dirty: list[Subscription] = []
         for msg in batch:
             offset = msg.offset
             if offset <= position:
-                continue
+                continue  # read again (a read starts at the position, or a chunk before it)
+            events += 1
             frame = encode_message(offset, msg.type, msg.body, max_size)
             ring.append(Event(offset, msg.topic, frame))
             position = self.position = offset
@@ -361,7 +367,7 @@ class Hub:
                     elif len(frames) > sub._limit:
                         sub.cut_slow()
             deliveries += len(subs)
-        self.stats.events += len(batch)
+        self.stats.events += events
         self.stats.deliveries += deliveries
         if dirty:
             self._flush(dirty)
