@@ -164,6 +164,9 @@ def publish_command(topic: str, data: str, event: str | None, url: str, token: s
 @click.argument("patterns", callback=_text, nargs=-1, required=True)
 @url_option
 @click.option("--last-event-id", callback=_header, default=None, help="resume after this event id")
+@click.option(
+    "--since", callback=_text, default=None, help="start at 'first' or an ISO-8601 time, not now"
+)
 @click.option("--count", type=int, default=None, help="stop after this many events")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per event: id, event, data")
 @token_option
@@ -172,6 +175,7 @@ def listen_command(
     *,
     url: str,
     last_event_id: str | None,
+    since: str | None,
     count: int | None,
     as_json: bool,
     token: str | None,
@@ -183,7 +187,9 @@ def listen_command(
 
     async def go() -> None:
         seen = 0
-        async with Client(url, list(patterns), last_event_id=last_event_id, token=token) as client:
+        async with Client(
+            url, list(patterns), last_event_id=last_event_id, since=since, token=token
+        ) as client:
             async for event in client:
                 if as_json:
                     click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False))

@@ -19,6 +19,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 
 import httpx
@@ -122,6 +123,9 @@ class EventStreamParser:
 class Client:
     """Subscribe to patterns; iterate for events; reconnects resume with Last-Event-ID.
 
+    ``since`` (``"first"``, or a time) starts at the stream's beginning or at that
+    time instead of now, until a resume point takes over.
+
     A connection that brings no byte for ``idle_timeout`` seconds is judged
     dead (a network that drops packets closes nothing) and resumed on a new
     one; the gateway sends a heartbeat every ``--heartbeat`` seconds (15 by
@@ -135,6 +139,7 @@ class Client:
         patterns: Sequence[str],
         *,
         last_event_id: str | None = None,
+        since: str | datetime | None = None,
         token: TokenSource | None = None,
         retry: float = 3.0,
         idle_timeout: float | None = 45.0,
@@ -143,6 +148,7 @@ class Client:
         self.url = url.rstrip("/")
         self.patterns = list(patterns)
         self.last_event_id = last_event_id
+        self.since = since.isoformat() if isinstance(since, datetime) else since
         self.retry = retry
         self.connections = 0
         self._token = token
@@ -186,7 +192,10 @@ class Client:
             headers["Authorization"] = f"Bearer {token}"
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        params = httpx.QueryParams([("topic", p) for p in self.patterns])
+        query: dict[str, str | list[str]] = {"topic": self.patterns}
+        if self.since is not None and not self.last_event_id:  # once an event came, it resumes
+            query["since"] = self.since
+        params = httpx.QueryParams(query)
         async with self._http.stream(
             "GET", f"{self.url}/events", params=params, headers=headers
         ) as response:

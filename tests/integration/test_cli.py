@@ -63,7 +63,7 @@ async def test_what_publish_sends_listen_prints() -> None:
         assert out.decode().splitlines() == ['0\tpaid\t{"order": 42}', "1\tmessage\ttwo"]
 
 
-def test_publish_from_stdin_and_listen_json_keep_line_breaks() -> None:
+def test_publish_from_stdin_listen_from_the_start_in_json() -> None:
     with child_gateway(MEMORY) as gw:
         asyncio.run(wait_ready(gw.url))
         for data, event in [("skipped", None), ("two\nlines", "paid"), ("é \\n", None)]:
@@ -85,6 +85,14 @@ def test_publish_from_stdin_and_listen_json_keep_line_breaks() -> None:
             {"id": "1", "event": "paid", "data": "two\nlines"},
             {"id": "2", "event": "message", "data": "é \\n"},
         ]
+        args = ["--count", "3", "--json", "--url", gw.url]
+        history = hopcast("listen", "a.*", "--since", "first", *args)
+        assert history.returncode == 0, history.stderr
+        assert [json.loads(line)["data"] for line in history.stdout.splitlines()] == [
+            "skipped",
+            "two\nlines",
+            "é \\n",
+        ]
 
 
 def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
@@ -100,6 +108,7 @@ def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
             (["publish", "a", bad, "--url", gw.url], 1, ["400", "UTF-8"]),  # the data's bytes
             (["listen", "orders..1", "--url", gw.url], 1, ["400", "empty word"]),
             (["listen", "a", "--last-event-id", "x", "--url", gw.url], 1, ["Last-Event-ID"]),
+            (["listen", "a", "--since", "yesterday", "--url", gw.url], 1, ["400", "since"]),
             # refused before anything is sent: exit status 2, as any usage error
             (["publish", bad, "x", "--url", gw.url], 2, ["TOPIC", "UTF-8"]),
             (["publish", "a", "x", "--event", bad, "--url", gw.url], 2, ["--event", "UTF-8"]),

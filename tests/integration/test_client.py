@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import jwt
@@ -191,3 +192,18 @@ async def _publish_numbers(url: str) -> None:
 def _publisher() -> dict[str, str]:
     claims = {"exp": int(time.time() + 3600), "hopcast": {"publish": ["orders.#"]}}
     return {"Authorization": f"Bearer {jwt.encode(claims, SECRET, algorithm='HS256')}"}
+
+
+async def test_since_a_time_starts_in_the_past() -> None:
+    async with serve_in_loop(settings_for("memory")) as gw:
+        for n in range(3):
+            await post(gw.url, "orders.1", b"%d" % n)
+        got: list[str] = []
+        since = datetime.now(UTC) - timedelta(hours=1)
+        async with Client(gw.url, ["orders.*"], since=since) as client:
+            async with asyncio.timeout(30):
+                async for event in client:
+                    got.append(event.data)
+                    if len(got) == 3:
+                        break
+        assert got == ["0", "1", "2"]
