@@ -88,12 +88,15 @@ class _CatchUp:
         hub.stats.catchup_readers_started += 1
         try:
             while self.members:
-                start: StartAt = self.start if self.position is None else self.position + 1
+                # again from the position itself, as the live reader (`Hub._run_reader`)
+                start: StartAt = self.start if self.position is None else self.position
                 try:
                     async with hub.broker.read(start, purpose="catch-up") as reader:
+                        first_of_read = True
                         async for batch in reader:
-                            if await self._feed(batch):
+                            if await self._feed(batch, first_of_read):
                                 return
+                            first_of_read = False
                             delay = BACKOFF_START
                 except BrokerUnavailable as exc:
                     log.warning("catch-up reader: %s; retrying in %.1f s", exc, delay)
@@ -107,8 +110,12 @@ class _CatchUp:
                     sub.mode = Mode.REPLAY
                     sub._wake.set()
 
-    async def _feed(self, batch: Sequence[Message]) -> bool:
-        """Hand a batch to the members; True once the hub's ring or live stream takes over."""
+    async def _feed(self, batch: Sequence[Message], first_of_read: bool) -> bool:
+        """Hand a batch to the members; True once the hub's ring or live stream takes over.
+
+        A read that begins past a member's cursor + 1 (its first batch; later ones may
+        step over offsets that hold no event) began where retention left the stream.
+        """
         hub = self.hub
         if self.first is None:
             self.first = batch[0].offset
@@ -123,7 +130,7 @@ class _CatchUp:
                 self.members.remove(sub)
                 continue
             frames = []
-            if sub.cursor + 1 < batch[0].offset and self.position is None:
+            if first_of_read and sub.cursor + 1 < batch[0].offset:
                 frames.append(
                     encode_gateway_event(
                         batch[0].offset - 1,
