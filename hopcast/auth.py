@@ -29,7 +29,15 @@ from typing import Any, Literal
 import jwt
 
 from hopcast.errors import ConfigError, HopcastError, InvalidTopic
-from hopcast.keys import Key, RemoteKeySet, is_url, jwks_keys, pem_key, secret_key
+from hopcast.keys import (
+    DEFAULT_JWKS_REFRESH,
+    Key,
+    RemoteKeySet,
+    is_url,
+    jwks_keys,
+    pem_key,
+    secret_key,
+)
 from hopcast.topics import Pattern, parse_topic
 
 log = logging.getLogger(__name__)
@@ -142,7 +150,7 @@ class AuthSettings:
     secret: str | None = field(default=None, repr=False)
     key_file: Path | str | None = None
     jwks_file: Path | str | None = None
-    jwks_refresh: float = 300.0
+    jwks_refresh: float = DEFAULT_JWKS_REFRESH
     audience: str | None = None
     issuer: str | None = None
     cookie_name: str = DEFAULT_COOKIE_NAME

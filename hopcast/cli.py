@@ -89,14 +89,18 @@ def serve(**flags: Any) -> None:
 def _text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """UTF-8 text (the shell passes any bytes), for what goes in the URL."""
     for item in value if isinstance(value, tuple) else [value]:
-        if item is not None and not _encodes(item, "utf-8"):
-            raise click.BadParameter(f"{item!r} is not UTF-8 text")
+        if item is None:
+            continue
+        try:
+            item.encode()
+        except UnicodeEncodeError:  # bytes that are not UTF-8 come as lone surrogates
+            raise click.BadParameter(f"{item!r} is not UTF-8 text") from None
     return value
 
 
 def _header(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Visible ASCII, for what goes in a header."""
-    if value is not None and not (_encodes(value, "ascii") and value.isprintable()):
+    if value is not None and not (value.isascii() and value.isprintable()):
         raise click.BadParameter(f"{value!r} is not visible ASCII")
     return value
 
@@ -111,14 +115,6 @@ def _gateway_url(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if url is None or url.scheme not in ("http", "https") or not url.host:
         raise click.BadParameter(f"{value!r} is not an http:// or https:// URL")
     return value
-
-
-def _encodes(text: str, encoding: str) -> bool:
-    try:
-        text.encode(encoding)
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 url_option = click.option(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from hopcast.auth import AuthSettings
 from hopcast.errors import ConfigError
+from hopcast.keys import DEFAULT_JWKS_REFRESH
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/"
 DEFAULT_HOST = "127.0.0.1"
@@ -45,7 +46,6 @@ DEFAULT_MAX_URL_BYTES = 4096
 DEFAULT_MAX_HEADER_BYTES = 16_384
 DEFAULT_PUBLISH_RATE = 100.0
 DEFAULT_PUBLISH_BURST = 200
-DEFAULT_JWKS_REFRESH = 300.0
 LIST_FIELDS = frozenset({"broker", "public", "cors_origin", "trusted_proxy"})
 
 Positive = Annotated[int, Field(gt=0)]

@@ -23,7 +23,7 @@ from hopcast.broker import Broker, Message, StartAt
 from hopcast.broker.memory import MemoryBroker
 from hopcast.config import Settings
 from hopcast.errors import BrokerUnavailable
-from hopcast.sse import MISSED, encode_gateway_event, encode_message
+from hopcast.sse import encode_message, encode_missed
 from hopcast.subscription import Mode, Since, Subscription
 from hopcast.topics import Pattern
 from hopcast.trie import PatternTrie
@@ -131,13 +131,7 @@ class _CatchUp:
                 continue
             frames = []
             if first_of_read and sub.cursor + 1 < batch[0].offset:
-                frames.append(
-                    encode_gateway_event(
-                        batch[0].offset - 1,
-                        MISSED,
-                        {"reason": "retention", "requested": sub.cursor, "first": batch[0].offset},
-                    )
-                )
+                frames.append(encode_missed("retention", sub.cursor, batch[0].offset))
             cursor = sub.cursor
             hits: dict[str, bool] = {}  # a batch holds few topics: match each once
             for msg in batch:
@@ -309,11 +303,7 @@ class Hub:
         told = 0
         for sub in list(self._subscriptions):
             if sub.mode is Mode.LIVE and sub.cursor + 1 < first:
-                frame = encode_gateway_event(
-                    first - 1,
-                    MISSED,
-                    {"reason": "retention", "requested": sub.cursor, "first": first},
-                )
+                frame = encode_missed("retention", sub.cursor, first)
                 sub.cursor = first - 1
                 sub._push_many([frame])
                 told += 1
@@ -335,9 +325,7 @@ class Hub:
         )
         for sub in list(self._subscriptions):
             if sub.mode is Mode.LIVE:
-                frame = encode_gateway_event(
-                    -1, MISSED, {"reason": "reset", "requested": sub.cursor, "first": 0}
-                )
+                frame = encode_missed("reset", sub.cursor, 0)
                 sub.cursor = -1
                 sub._push_many([frame])
         self._ring.clear()

@@ -55,6 +55,17 @@ def encode_gateway_event(offset: int, event: str, payload: dict[str, object]) ->
     return encode_event(offset, event, json.dumps(payload, separators=(", ", ": ")).encode())
 
 
+def encode_missed(reason: str, requested: int, first: int) -> bytes:
+    """``hopcast-missed``: events after ``requested`` up to ``first`` are gone (``reason``);
+    its id, ``first - 1``, is where the client goes on from.
+
+    >>> encode_missed("retention", 5, 20).splitlines()[:2]
+    [b'id: 19', b'event: hopcast-missed']
+    """
+    payload = {"reason": reason, "requested": requested, "first": first}
+    return encode_gateway_event(first - 1, MISSED, payload)
+
+
 def encode_message(offset: int, event: str | None, body: bytes, max_size: int) -> bytes:
     """Encode a broker message, or its ``hopcast-undeliverable`` stand-in.
 

@@ -24,7 +24,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from hopcast.errors import SubscriptionClosed
-from hopcast.sse import MISSED, encode_gateway_event
+from hopcast.sse import encode_missed
 from hopcast.topics import Pattern
 
 if TYPE_CHECKING:
@@ -149,13 +149,7 @@ class Subscription:
             known = max(hub.position, hub.tail_hint)
             if self.after > known and not await hub.reaches(self.after):
                 first = hub.earliest
-                self._frames.append(
-                    encode_gateway_event(
-                        first - 1,
-                        MISSED,
-                        {"reason": "reset", "requested": self.after, "first": first},
-                    )
-                )
+                self._frames.append(encode_missed("reset", self.after, first))
                 self.cursor = first - 1
             if self.closed:
                 raise SubscriptionClosed(self.closed)

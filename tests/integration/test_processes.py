@@ -31,6 +31,9 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         ([], {"HOPCAST_HEARTBEAT": "soon"}, ["HOPCAST_HEARTBEAT", "soon"]),
         ([], {"HOPCAST_BROKER": "redis://x"}, ["HOPCAST_BROKER", "redis://x"]),
         (["--ring-size", "-5"], {}, ["--ring-size", "-5"]),
+        ([], {"HOPCAST_LOG_FORMAT": "xml"}, ["HOPCAST_LOG_FORMAT", "xml"]),
+        (["--log-format", "xml"], {}, ["--log-format", "xml"]),
+        (["--jwks-refresh", "0"], {}, ["--jwks-refresh", "0"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],
