@@ -40,13 +40,11 @@ from bench.targets import (
     ASGI_SERVERS,
     BENCH_DIR,
     HOPCAST,
-    HOPCAST_AMQP,
     HOPCAST_W2,
     NCHAN,
     ROOT,
     SEED_NODE,
     SEED_PYTHON,
-    VARIANTS,
     Broker,
     Hopcast,
     HopcastAsgi,
@@ -59,7 +57,7 @@ from bench.targets import (
 
 SCENARIOS = ("standard", "saturation", "scale", "ingest", "catch-up")
 TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN)
-"""What ``make bench`` runs; ``--target`` also takes the `VARIANTS`."""
+"""What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 CHART = ROOT / "docs" / "benchmarks.png"
 RESULTS = BENCH_DIR / "results"
@@ -139,8 +137,6 @@ def make_target(name: str, run: Run) -> Target:
         return Hopcast(HOPCAST_W2, run.broker, run.run_id, workers=2)
     if name in ASGI_SERVERS:
         return HopcastAsgi(name, run.broker, run.run_id)
-    if name == HOPCAST_AMQP:
-        return Hopcast(name, run.broker, run.run_id, extra=("--stream-port", "0"))
     if name == SEED_NODE:
         return SeedNode(run.broker, run.run_id)
     if name == SEED_PYTHON:
@@ -322,7 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=SCENARIOS,
         help="scenarios to run (default: all; with --smoke, all but saturation)",
     )
-    parser.add_argument("--target", nargs="+", choices=TARGETS + VARIANTS, default=list(TARGETS))
+    parser.add_argument(
+        "--target", nargs="+", choices=TARGETS + ASGI_SERVERS, default=list(TARGETS)
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
     parser.add_argument(
         "--ladder",
@@ -407,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scale(run: Run, sizes: Sizes, targets: list[str], results: dict[str, Any]) -> None:
-    single = [t for t in targets if t in (HOPCAST, SEED_NODE, SEED_PYTHON, NCHAN, *VARIANTS)]
+    single = [t for t in targets if t in (HOPCAST, SEED_NODE, SEED_PYTHON, NCHAN, *ASGI_SERVERS)]
     results["scale"] = scale(run, sizes, single, sizes.scale)
     several = [HOPCAST_W2] if HOPCAST in targets or HOPCAST_W2 in targets else []
     if NCHAN in targets:

@@ -44,10 +44,6 @@ HOPCAST_UVICORN = "hopcast-uvicorn"
 HOPCAST_GRANIAN = "hopcast-granian"
 ASGI_SERVERS = (HOPCAST_UVICORN, HOPCAST_GRANIAN)
 """The same gateway as a plain ASGI app, streams included, under another server."""
-HOPCAST_AMQP = "hopcast-amqp"
-"""The gateway reading the stream over AMQP 0-9-1 only (``--stream-port 0``)."""
-VARIANTS = (*ASGI_SERVERS, HOPCAST_AMQP)
-"""Targets ``--target`` takes beside what ``make bench`` runs."""
 SEED_NODE = "seed-node"
 SEED_PYTHON = "seed-python"
 NCHAN = "nchan"

@@ -34,7 +34,6 @@ DEFAULT_RING_SIZE = 10_000
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_PREFETCH = 1000
 DEFAULT_COALESCE_MS = 50.0
-DEFAULT_STREAM_PORT = 5552
 DEFAULT_AMQP_HEARTBEAT = 10
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
@@ -96,13 +95,6 @@ class Settings(BaseModel):
         ),
     )
     prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")
-    stream_port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        DEFAULT_STREAM_PORT,
-        description=(
-            "RabbitMQ's stream protocol port on the broker's hosts, read from where it"
-            " answers, else AMQP 0-9-1 (0: AMQP 0-9-1 only)"
-        ),
-    )
     amqp_heartbeat: Annotated[int, Field(ge=0)] = Field(
         DEFAULT_AMQP_HEARTBEAT, description="AMQP heartbeat, seconds (0 turns it off)"
     )

@@ -23,7 +23,6 @@ from pamqp import commands as spec
 
 from hopcast.broker import Message, StartAt
 from hopcast.broker.consumer import StreamConsumer
-from hopcast.broker.native import NativeConsumer, NativeUnavailable
 from hopcast.config import Settings
 from hopcast.errors import BrokerUnavailable, PublishNotConfirmed
 
@@ -43,8 +42,6 @@ _COUNT_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION
 PUBLISH_TIMEOUT = 10.0
 DECLARE_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 5.0
-NATIVE_TIMEOUT = 2.0
-"""Seconds a read gives the stream protocol to open, before it tries AMQP 0-9-1."""
 TAIL_FIRST_WAIT = 0.5
 """Seconds a tail probe waits for a first delivery before it calls the stream empty.
 
@@ -64,8 +61,6 @@ TAIL_MAX_READ = 1.0
 """Seconds a tail probe reads at most: while publishers publish, deliveries never pause,
 and an offset read within the last second is tail enough (it is a hint and a floor)."""
 BACKOFF_MAX = 5.0
-NATIVE_RETRY = 60.0
-"""Seconds reads stay on AMQP 0-9-1 after the stream protocol failed to open one."""
 _T = TypeVar("_T")
 
 
@@ -117,8 +112,6 @@ class AmqpBroker:
         self._lock = asyncio.Lock()
         self._closed = False
         self._discarded: set[asyncio.Task[Any]] = set()
-        self._native_after = 0.0
-        """Loop time before which reads do not try the stream protocol."""
 
     @property
     def connected(self) -> bool:
@@ -196,12 +189,7 @@ class AmqpBroker:
             self._discarded.add(task)
             task.add_done_callback(self._discarded.discard)
 
-    async def _try_urls(
-        self,
-        connect: Callable[[str], Awaitable[_T]],
-        purpose: str,
-        timeout: float = CONNECT_TIMEOUT,
-    ) -> _T:
+    async def _try_urls(self, connect: Callable[[str], Awaitable[_T]], purpose: str) -> _T:
         """Connect to each broker URL in turn, from the last one that worked."""
         if self._closed:
             raise BrokerUnavailable("the broker is closed")
@@ -209,7 +197,7 @@ class AmqpBroker:
         for _ in range(len(self._urls)):
             url = self._urls[self._url_index]
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(CONNECT_TIMEOUT):
                     connection = await connect(url)
             except CONNECTION_ERRORS as exc:
                 errors.append(f"{_safe_url(url)}: {exc!r}")
@@ -246,33 +234,6 @@ class AmqpBroker:
             raise BrokerUnavailable(f"publish failed: {exc!r}") from exc
         if not isinstance(result, spec.Basic.Ack):
             raise PublishNotConfirmed("the broker did not confirm the message")
-
-    async def _consume(self, url: str, start: Any, purpose: str) -> StreamConsumer | NativeConsumer:
-        """Open a read: over the stream protocol where it answers, else over AMQP 0-9-1."""
-        settings = self._settings
-        named = _named(url, purpose)
-        port = settings.stream_port
-        now = asyncio.get_running_loop().time()
-        if port and urlsplit(url).scheme == "amqp" and now >= self._native_after:
-            try:
-                consumer = await NativeConsumer.open(
-                    named, settings.stream, start, port=port, timeout=NATIVE_TIMEOUT
-                )
-            except NativeUnavailable as exc:
-                if self._native_after == 0.0 or purpose == "live":
-                    log.warning(
-                        "reading over AMQP 0-9-1 for %d s: the stream protocol failed: %s",
-                        NATIVE_RETRY,
-                        exc,
-                    )
-                self._native_after = now + NATIVE_RETRY
-            else:
-                level = logging.INFO if purpose == "live" else logging.DEBUG
-                log.log(level, "reading the stream over the stream protocol, port %d", port)
-                return consumer
-        return await StreamConsumer.open(
-            named, settings.stream, start, prefetch=settings.prefetch, timeout=CONNECT_TIMEOUT
-        )
 
     def read(self, start: StartAt, *, purpose: str = "live") -> AmqpReader:
         return AmqpReader(self, start, purpose)
@@ -358,16 +319,22 @@ class AmqpReader:
         self._broker = broker
         self._start = _offset_argument(start)
         self._purpose = purpose
-        self._consumer: StreamConsumer | NativeConsumer | None = None
+        self._consumer: StreamConsumer | None = None
 
     async def __aenter__(self) -> AmqpReader:
         broker = self._broker
+        settings = broker._settings
 
-        def consume(url: str) -> Awaitable[StreamConsumer | NativeConsumer]:
-            return broker._consume(url, self._start, self._purpose)
+        def consume(url: str) -> Awaitable[StreamConsumer]:
+            return StreamConsumer.open(
+                _named(url, self._purpose),
+                settings.stream,
+                self._start,
+                prefetch=settings.prefetch,
+                timeout=CONNECT_TIMEOUT,
+            )
 
-        timeout = CONNECT_TIMEOUT + NATIVE_TIMEOUT  # the stream protocol's try, then AMQP's
-        self._consumer = await broker._try_urls(consume, self._purpose, timeout)
+        self._consumer = await broker._try_urls(consume, self._purpose)
         return self
 
     async def __aexit__(

@@ -23,12 +23,13 @@ import asyncio
 import logging
 import ssl
 import struct
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hopcast.broker import Message, wire
-from hopcast.broker.reading import ConsumerProtocol
+from hopcast.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,27 @@ ACK_SHARE = 4
 """Acknowledge once a quarter of the prefetch is taken."""
 
 
-class StreamConsumer(ConsumerProtocol):
+class StreamConsumer(asyncio.Protocol):
     """A connection with one channel consuming one stream; iterate it for batches."""
 
-    HEARTBEAT = wire.HEARTBEAT
-
     def __init__(self, name: str, heartbeat: int) -> None:
-        super().__init__(name, heartbeat)
+        self._name = name
+        self._heartbeat = heartbeat
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._rest = b""
+        self._replies: dict[wire.Method, asyncio.Future[bytes]] = {}
         self._delivery: wire.Delivery | None = None
+        self._messages: list[Message] = []
         self._received_tag = 0
         self._acked_tag = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BrokerUnavailable | None = None
+        self._last_heard = self._loop.time()
+        self._ticker: asyncio.TimerHandle | None = None
         self._ack_every = 1
         self._frame_max = wire.FRAME_MAX
+        self.skipped = 0
 
     @classmethod
     async def open(
@@ -143,20 +153,85 @@ class StreamConsumer(ConsumerProtocol):
         )
         await self._call(wire.BASIC_CONSUME, consume, wire.BASIC_CONSUME_OK)
 
-    def _goodbye(self) -> asyncio.Future[bytes]:
+    def _tick(self) -> None:
+        """Send a heartbeat every half interval; give up after a whole one of silence."""
+        now = self._loop.time()
+        if now - self._last_heard > self._heartbeat:
+            self._fail(f"no heartbeat from the broker for {self._heartbeat} s")
+            self._abort()
+            return
+        self._send(wire.HEARTBEAT)
+        self._ticker = self._loop.call_later(self._heartbeat / 4, self._tick)
+
+    def _send(self, data: bytes) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _fail(self, reason: str) -> None:
+        if self._error is None:
+            self._error = BrokerUnavailable(reason)
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(self._error)
+        self._replies.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _abort(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def aclose(self) -> None:
+        """Say goodbye to the broker (briefly) and close the socket."""
+        self._fail("the consumer was closed")
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            self._abort()
+            return
         closed = self._replies[wire.CONNECTION_CLOSE_OK] = self._loop.create_future()
         goodbye = (200).to_bytes(2, "big") + wire.shortstr("bye") + b"\0\0\0\0"
         self._send(wire.encode_method(0, wire.CONNECTION_CLOSE, goodbye))
-        return closed
+        try:
+            async with asyncio.timeout(1.0):
+                await closed
+        except (TimeoutError, BrokerUnavailable):
+            pass
+        finally:
+            self._abort()  # also when the close itself is cancelled (shutdown)
 
-    def _grant(self) -> None:
-        # Acknowledging a quarter of the credit at a time leaves the broker
-        # three quarters to send with, so it never waits on us for credit.
-        if self._received_tag - self._acked_tag >= self._ack_every:
-            self._acked_tag = self._received_tag
-            self._send(wire.encode_ack(CHANNEL, self._acked_tag))
+    # -- batches -----------------------------------------------------------------
+
+    async def __aiter__(self) -> AsyncIterator[Sequence[Message]]:
+        while True:
+            # Acknowledging a quarter of the credit at a time leaves the broker
+            # three quarters to send with, so it never waits on us for credit.
+            if self._received_tag - self._acked_tag >= self._ack_every:
+                self._acked_tag = self._received_tag
+                self._send(wire.encode_ack(CHANNEL, self._acked_tag))
+            if not self._messages:
+                if self._error is not None:
+                    raise self._error
+                self._waiter = self._loop.create_future()
+                await self._waiter
+                continue
+            batch, self._messages = self._messages, []
+            yield batch
 
     # -- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self._fail(f"the connection was lost: {exc!r}" if exc else "the connection was closed")
 
     def data_received(self, data: bytes) -> None:
         self._last_heard = self._loop.time()

@@ -39,19 +39,15 @@ from tests.support import AMQP_URL, Names
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
 
-@pytest.mark.parametrize("protocol", ["stream-protocol", "amqp-0-9-1"])
 @pytest.mark.parametrize("route", ["failover", "heal"])
 async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
-    route: str, protocol: str, names: Names, tmp_path: Path
+    route: str, names: Names, tmp_path: Path
 ) -> None:
-    """``failover``: brokers ``[proxy, direct]``; ``heal``: the proxy alone, healed later.
-    Over the stream protocol, a second proxy stands before its port, and both go silent.
-    """
+    """``failover``: brokers ``[proxy, direct]``; ``heal``: the proxy alone, healed later."""
     timings = Timings()
     host, port = amqp_host_port()
     async with contextlib.AsyncExitStack() as stack:
         proxy = await stack.enter_async_context(BlackHoleProxy(host, port))
-        proxies = [proxy]
         brokers = [f"amqp://guest:guest@127.0.0.1:{proxy.port}/"]
         if route == "failover":
             brokers.append(AMQP_URL)
@@ -60,13 +56,7 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
             "HOPCAST_BROKER": ",".join(brokers),
             "HOPCAST_AMQP_HEARTBEAT": "2",
             "HOPCAST_RETRY": "300",
-            "HOPCAST_STREAM_PORT": "0",
         }
-        if protocol == "stream-protocol":
-            # the direct broker's stream port is this proxy's too: once it goes silent,
-            # reads there fall back to AMQP 0-9-1
-            proxies.append(await stack.enter_async_context(BlackHoleProxy(host, 5552)))
-            env["HOPCAST_STREAM_PORT"] = str(proxies[1].port)
         gw = stack.enter_context(gateway(env, log_dir=tmp_path))
         await wait_status(f"{gw.url}/readyz", 200)
         pool = Pool(gw.url)
@@ -81,9 +71,8 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
         subs += more
         publisher.start(interval=0.02)
         await publisher.wait_confirmed(100)
-        assert all(p.links for p in proxies)  # the gateway's connections run through them
-        for silent in proxies:
-            silent.black_hole()
+        assert len(proxy.links) >= 2  # the gateway's connections run through the proxy
+        proxy.black_hole()
         timings.mark("black hole")
         if route == "heal":
             # nothing closes the link: only the AMQP heartbeat can tell the gateway
@@ -94,8 +83,7 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
             subs.append(away)
             await away.wait_for_offset(early + 1)
             await asyncio.sleep(1)
-            for silent in proxies:
-                silent.heal()
+            proxy.heal()
             timings.mark("healed")
         # events published after the cut reach clients only through a new connection
         await flowing(subs, publisher, "the black hole" if route == "failover" else "healing")
