@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hopcast.auth import Authorizer, Forbidden, Principal, Unauthorized
+from hopcast.auth import QUERY_PARAM, Authorizer, Forbidden, Principal, Unauthorized
 from hopcast.broker import Broker, broker_from_settings
 from hopcast.config import Settings
 from hopcast.errors import (
@@ -132,14 +132,21 @@ def _patterns(request: Request, settings: Settings) -> list[Pattern]:
     return patterns
 
 
+def _once(request: Request, name: str) -> str | None:
+    """A query parameter that may be given at most once: two would be ambiguous."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise InvalidInput(f"give ?{name}= once, not {len(values)} times")
+    return values[0] if values else None
+
+
 def _resume_point(request: Request) -> tuple[int | None, Since | None]:
+    query, since = _once(request, "lastEventId"), _once(request, "since")
     header = request.headers.get("last-event-id", "")
     if header.strip():
         return parse_offset(header, "Last-Event-ID"), None
-    query = request.query_params.get("lastEventId")
     if query is not None and query.strip():
         return parse_offset(query, "lastEventId"), None
-    since = request.query_params.get("since")
     if since is not None:
         return None, parse_since(since)
     return None, None
@@ -165,6 +172,7 @@ def _state(request: Request) -> tuple[Hub, Settings, Authorizer]:
 
 
 def _token(request: Request, auth: Authorizer) -> str | None:
+    _once(request, QUERY_PARAM)
     return auth.token_from(request.headers, request.cookies, request.query_params)
 
 
@@ -247,7 +255,7 @@ def _rate_key(request: Request, principal: Principal | None, token: str | None) 
 async def publish(request: Request) -> Response:
     hub, settings, auth = _state(request)
     topic = parse_topic(request.path_params["topic"])
-    event = request.query_params.get("event")
+    event = _once(request, "event")
     if event is not None:
         check_event_name(event)
     token = _token(request, auth)
