@@ -92,6 +92,7 @@ class StreamServer:
         bound = server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         self._ticker = asyncio.create_task(self._tick(), name="hopcast-listener-tick")
+        self.hub.read_pause = self.coalescer.read_pause
 
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from hopcast.app import create_app
 from hopcast.broker.memory import MemoryBroker
-from hopcast.coalescing import EVENTS_PER_WRITE, MIN_WINDOW, PHASES, Coalescer, should_hold
+from hopcast.coalescing import (
+    EVENTS_PER_WRITE,
+    MIN_WINDOW,
+    PHASES,
+    READ_LEAD,
+    Coalescer,
+    should_hold,
+)
 from hopcast.hub import Hub
 from hopcast.listener import HttpConnection, StreamServer
 from hopcast.topics import Pattern
@@ -138,3 +147,23 @@ async def test_the_rate_is_a_busy_connections_not_the_average() -> None:
     assert coalescer.active == 10
     coalescer.sample(share=0.9, deliveries=10 * 400.0)
     assert coalescer.window == pytest.approx(EVENTS_PER_WRITE / 400.0)
+
+
+async def test_the_stream_is_read_just_before_each_turn_while_writes_are_held() -> None:
+    """A read costs a wake-up; while writes are held, what the reader takes waits for its
+    connection's turn anyway. So it reads once per turn, just ahead of it."""
+    app = create_app(settings_for("memory"))
+    server = StreamServer(app)
+    app.state.hub = Hub(MemoryBroker(), server.settings)
+    coalescer = server.coalescer
+    assert coalescer.read_pause() == 0.0  # writes go at once: so do reads
+    coalescer.window = 0.04
+    assert coalescer.read_pause() == pytest.approx(0.04 / PHASES)  # no turn due yet
+    conn = HttpConnection(server)
+    conn.phase = 0
+    coalescer.hold(conn)
+    assert coalescer._timer is not None
+    loop = asyncio.get_running_loop()
+    due = coalescer._timer.when() - loop.time()
+    assert coalescer.read_pause() == pytest.approx(due - READ_LEAD, abs=0.002)
+    coalescer._timer.cancel()

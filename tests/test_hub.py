@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hopcast.broker import Message, StartAt
+from hopcast.broker import Message, Pace, StartAt
 from hopcast.broker.memory import MemoryBroker, _MemoryReader
 from hopcast.config import Settings
 from hopcast.errors import BrokerUnavailable
@@ -113,7 +113,9 @@ class _HeldBack(MemoryBroker):
         super().__init__(max_length=max_length)
         self.release = asyncio.Event()
 
-    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
+    def read(
+        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
+    ) -> _MemoryReader:
         return _HeldRead(self, start, self.release)
 
 
@@ -193,7 +195,9 @@ class _CutMidRead(MemoryBroker):
         self.cut = asyncio.Event()
         self.cuts = 0
 
-    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
+    def read(
+        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
+    ) -> _MemoryReader:
         if purpose == "catch-up" and not self.cuts:
             return _CutRead(self, start)
         return super().read(start, purpose=purpose)

@@ -7,7 +7,7 @@ resume semantics).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +32,12 @@ class Message:
     body: bytes
 
 
+Pace = Callable[[], float]
+"""Asked after each read of the socket: seconds to leave the socket unread before the
+next (0: read again as soon as data comes). Under load, reading at most once per turn
+of the coalescing window saves the process a wake-up per read."""
+
+
 class Reader(AbstractAsyncContextManager["Reader"], Protocol):
     """An open read of the stream: iterate it for batches of messages in offset order."""
 
@@ -54,8 +60,8 @@ class Broker(Protocol):
     async def publish(self, topic: str, body: bytes, event: str | None) -> None:
         """Publish and return once the broker confirmed and routed the message."""
 
-    def read(self, start: StartAt, *, purpose: str = "live") -> Reader:
-        """Open a read of the stream from ``start``."""
+    def read(self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None) -> Reader:
+        """Open a read of the stream from ``start``; ``pace`` (see `Pace`) spaces its reads."""
 
     async def tail(self, *, patient: bool = False) -> int | None:
         """The offset of the stream's last message, or None when it is empty.

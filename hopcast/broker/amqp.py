@@ -21,7 +21,7 @@ import aiormq
 import aiormq.abc
 from pamqp import commands as spec
 
-from hopcast.broker import Message, StartAt
+from hopcast.broker import Message, Pace, StartAt
 from hopcast.broker.consumer import StreamConsumer
 from hopcast.config import Settings
 from hopcast.errors import BrokerUnavailable, PublishNotConfirmed
@@ -235,8 +235,10 @@ class AmqpBroker:
         if not isinstance(result, spec.Basic.Ack):
             raise PublishNotConfirmed("the broker did not confirm the message")
 
-    def read(self, start: StartAt, *, purpose: str = "live") -> AmqpReader:
-        return AmqpReader(self, start, purpose)
+    def read(
+        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
+    ) -> AmqpReader:
+        return AmqpReader(self, start, purpose, pace)
 
     async def tail(self, *, patient: bool = False) -> int | None:
         """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
@@ -315,8 +317,15 @@ class AmqpReader:
     (a catch-up, a tail probe) never holds up the live one.
     """
 
-    def __init__(self, broker: AmqpBroker, start: StartAt | Literal["last"], purpose: str) -> None:
+    def __init__(
+        self,
+        broker: AmqpBroker,
+        start: StartAt | Literal["last"],
+        purpose: str,
+        pace: Pace | None = None,
+    ) -> None:
         self._broker = broker
+        self._pace = pace
         self._start = _offset_argument(start)
         self._purpose = purpose
         self._consumer: StreamConsumer | None = None
@@ -332,6 +341,7 @@ class AmqpReader:
                 self._start,
                 prefetch=settings.prefetch,
                 timeout=CONNECT_TIMEOUT,
+                pace=self._pace,
             )
 
         self._consumer = await broker._try_urls(consume, self._purpose)

@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hopcast.broker import Message, wire
+from hopcast.broker import Message, Pace, wire
 from hopcast.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,10 @@ ACK_SHARE = 4
 class StreamConsumer(asyncio.Protocol):
     """A connection with one channel consuming one stream; iterate it for batches."""
 
-    def __init__(self, name: str, heartbeat: int) -> None:
+    def __init__(self, name: str, heartbeat: int, pace: Pace | None = None) -> None:
         self._name = name
+        self._pace = pace
+        self._resume: asyncio.TimerHandle | None = None
         self._heartbeat = heartbeat
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -80,6 +82,7 @@ class StreamConsumer(asyncio.Protocol):
         *,
         prefetch: int,
         timeout: float = 5.0,
+        pace: Pace | None = None,
     ) -> StreamConsumer:
         """Connect, open a channel and start consuming ``stream`` from ``offset``."""
         parts = urlsplit(url)
@@ -89,7 +92,7 @@ class StreamConsumer(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, consumer = await loop.create_connection(
-                lambda: cls(query.get("name", "hopcast"), heartbeat),
+                lambda: cls(query.get("name", "hopcast"), heartbeat, pace),
                 parts.hostname or "localhost",
                 parts.port or (5671 if tls else 5672),
                 ssl=ssl.create_default_context() if tls else None,
@@ -285,6 +288,16 @@ class StreamConsumer(asyncio.Protocol):
         self._rest = buf[pos:] if pos < size else b""
         if len(self._messages) != before or delivery_tag != self._received_tag:
             self._wake()
+        if self._pace is not None and self._resume is None:
+            pause = self._pace()
+            if pause > 0 and self._transport is not None:
+                self._transport.pause_reading()
+                self._resume = self._loop.call_later(pause, self._read_again)
+
+    def _read_again(self) -> None:
+        self._resume = None
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
 
     def _complete(self, delivery: wire.Delivery) -> None:
         self._received_tag = delivery.tag

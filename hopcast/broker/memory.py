@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 
-from hopcast.broker import Message, StartAt
+from hopcast.broker import Message, Pace, StartAt
 from hopcast.errors import BrokerUnavailable
 
 READ_BATCH = 512
@@ -79,7 +79,9 @@ class MemoryBroker:
             raise BrokerUnavailable("the memory broker is closed")
         return self._messages[-1].offset if len(self._messages) > self._base else None
 
-    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
+    def read(
+        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
+    ) -> _MemoryReader:
         return _MemoryReader(self, start)
 
     def _index_of(self, start: StartAt) -> int:

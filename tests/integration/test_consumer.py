@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pika
 import pytest
 
+from hopcast import coalescing
 from hopcast.broker import Message, amqp
 from hopcast.broker.amqp import AmqpBroker
 from hopcast.broker.consumer import StreamConsumer
@@ -267,3 +268,35 @@ async def test_a_resume_placed_while_the_ring_fills_hears_of_events_retention_to
     info = json.loads(missed.data)
     assert info["reason"] == "retention" and info["requested"] == 0 and info["first"] > 1
     assert int(missed.id) == info["first"] - 1 and int(first.id) == info["first"]
+
+
+async def test_with_writes_held_the_live_reader_reads_once_per_turn_and_loses_nothing(
+    names: Names, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Busy enough to hold writes (forced here), the gateway reads the stream just before
+    each turn of the window: events arrive in bursts on a paused socket, all of them, in
+    order, once."""
+    monkeypatch.setattr(coalescing, "should_hold", lambda busy, fill, holding: True)
+    resumed = 0
+    read_again = StreamConsumer._read_again
+
+    def counted(self: StreamConsumer) -> None:
+        nonlocal resumed
+        resumed += 1
+        read_again(self)
+
+    monkeypatch.setattr(StreamConsumer, "_read_again", counted)
+    settings = settings_for("amqp", names, coalesce_ms=40)
+    async with (
+        serve_in_loop(settings) as gw,
+        Listener(f"{gw.url}/events/p.%23") as sub,
+    ):
+        await sub.wait_until(lambda s: s.last_id is not None)
+        for burst in range(20):
+            await amqp_publish(
+                names, [(f"p.{i % 3}", b"%d" % (burst * 10 + i), None) for i in range(10)]
+            )
+            await asyncio.sleep(0.005)
+        events = await sub.wait_for(200)
+    assert [e.data for e in events] == [str(n) for n in range(200)]
+    assert resumed > 0  # the socket was left unread between turns
