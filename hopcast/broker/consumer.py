@@ -5,9 +5,12 @@ Reading the stream is the gateway's hot path: every event passes here once.
 the socket's bytes into `Message` values, in batches of whatever one read
 holds, and acknowledges with one ``basic.ack`` (``multiple``) once the hub has
 taken a quarter of the prefetch: the acks are the stream's credit, so an
-unread backlog stops the broker at ``prefetch`` messages. A message it cannot decode (no integer
-``x-stream-offset``, a routing key or ``type`` that is not UTF-8) is
-acknowledged, logged and stepped over; the read goes on.
+unread backlog stops the broker at ``prefetch`` messages. Given a ``pace``
+(`hopcast.broker.Pace`), it leaves the socket unread for as long as that asks
+after each read: while the gateway holds writes, until just before the next
+turn. A message it cannot decode (no integer ``x-stream-offset``, a routing
+key or ``type`` that is not UTF-8) is acknowledged, logged and stepped over;
+the read goes on.
 
 Example::
 

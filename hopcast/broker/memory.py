@@ -82,6 +82,7 @@ class MemoryBroker:
     def read(
         self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
     ) -> _MemoryReader:
+        # ``pace`` spaces socket reads; in memory there is no socket, and no wake-up to save
         return _MemoryReader(self, start)
 
     def _index_of(self, start: StartAt) -> int:
