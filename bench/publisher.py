@@ -13,12 +13,14 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import aiormq
 import uvloop
 from pamqp import commands as spec
+from pamqp import frame, header
 
 BODY_LEN = 100
 _HEAD = b'{"seq": %10d, "ts": %17.6f, "pad": "'
@@ -105,22 +107,108 @@ async def _paced(plan: PublishPlan, send: Send) -> PublishResult:
     return result
 
 
+class _AmqpPublisher:
+    """A publish-only AMQP 0-9-1 connection: pamqp frames the handshake, byte
+    templates frame the publishes, and a batch goes out in one write.
+
+    A client library awaits each publish on its own, and at a few thousand
+    events/s that cost (about 165 µs per event measured here with aiormq) took
+    a third of the machine that the targets under test share. Without confirms
+    nothing comes back while publishing; an error closes the channel, and
+    `sync` finds that out.
+    """
+
+    CHANNEL = 1
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._prefix: dict[tuple[str, str, int], bytes] = {}
+
+    @classmethod
+    async def connect(cls, url: str) -> _AmqpPublisher:
+        parts = urllib.parse.urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port or 5672)
+        self = cls(reader, writer)
+        writer.write(frame.marshal(header.ProtocolHeader(), 0))
+        await self._expect(spec.Connection.Start)
+        user = urllib.parse.unquote(parts.username or "guest")
+        password = urllib.parse.unquote(parts.password or "guest")
+        vhost = urllib.parse.unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+        self._send(
+            spec.Connection.StartOk(
+                client_properties={"product": "hopcast-bench-publisher"},
+                response=f"\0{user}\0{password}",
+            ),
+            0,
+        )
+        tune = await self._expect(spec.Connection.Tune)
+        self._send(spec.Connection.TuneOk(tune.channel_max, tune.frame_max, heartbeat=0), 0)
+        self._send(spec.Connection.Open(virtual_host=vhost), 0)
+        await self._expect(spec.Connection.OpenOk)
+        self._send(spec.Channel.Open(), self.CHANNEL)
+        await self._expect(spec.Channel.OpenOk)
+        return self
+
+    def _send(self, value: Any, channel: int) -> None:
+        self._writer.write(frame.marshal(value, channel))
+
+    async def _expect(self, kind: type[Any]) -> Any:
+        head = await self._reader.readexactly(7)
+        rest = await self._reader.readexactly(int.from_bytes(head[3:7], "big") + 1)
+        _, _, value = frame.unmarshal(head + rest)
+        if isinstance(value, spec.Connection.Close | spec.Channel.Close):
+            raise ConnectionError(f"the broker closed: {value.reply_code} {value.reply_text}")
+        if not isinstance(value, kind):
+            raise ConnectionError(f"expected {kind.__name__}, the broker sent {value!r}")
+        return value
+
+    def _frames(self, exchange: str, topic: str, size: int) -> bytes:
+        """The method frame, content header and body frame head of a publish."""
+        key = (exchange, topic, size)
+        prefix = self._prefix.get(key)
+        if prefix is None:
+            ch = self.CHANNEL
+            method = frame.marshal(spec.Basic.Publish(exchange=exchange, routing_key=topic), ch)
+            props = spec.Basic.Properties(content_type="application/json")
+            content = frame.marshal(header.ContentHeader(0, size, props), ch)
+            prefix = self._prefix[key] = (
+                method + content + b"\x03" + ch.to_bytes(2, "big") + size.to_bytes(4, "big")
+            )
+        return prefix
+
+    async def publish(self, exchange: str, batch: list[tuple[str, bytes]]) -> None:
+        frames = self._frames
+        self._writer.write(
+            b"".join(frames(exchange, topic, len(body)) + body + b"\xce" for topic, body in batch)
+        )
+        await self._writer.drain()
+
+    async def sync(self, exchange: str) -> None:
+        """A synchronous method after the publishes: the broker has routed them all."""
+        self._send(spec.Exchange.Declare(exchange=exchange, passive=True), self.CHANNEL)
+        await self._expect(spec.Exchange.DeclareOk)
+
+    async def close(self) -> None:
+        try:
+            self._send(spec.Connection.Close(200, "done", 0, 0), 0)
+            await asyncio.wait_for(self._expect(spec.Connection.CloseOk), 5)
+        except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            self._writer.close()
+
+
 async def _publish_amqp(plan: PublishPlan) -> PublishResult:
-    connection = await aiormq.connect(plan.amqp_url)
+    connection = await _AmqpPublisher.connect(plan.amqp_url)
     try:
-        channel = await connection.channel(publisher_confirms=False)
-        props = spec.Basic.Properties(content_type="application/json")
 
         async def send(batch: list[tuple[str, bytes]]) -> int:
-            for topic, body in batch:
-                await channel.basic_publish(
-                    body, exchange=plan.exchange, routing_key=topic, properties=props
-                )
+            await connection.publish(plan.exchange, batch)
             return 0
 
         result = await _paced(plan, send)
-        # A synchronous method after the publishes: the broker has routed them all.
-        await channel.exchange_declare(plan.exchange, exchange_type="topic", passive=True)
+        await connection.sync(plan.exchange)
         return result
     finally:
         await connection.close()
@@ -182,7 +270,7 @@ async def publish(plan: PublishPlan) -> PublishResult:
         if plan.http_host:
             return await _publish_http(plan)
         return await _publish_amqp(plan)
-    except (OSError, aiormq.exceptions.AMQPError, asyncio.IncompleteReadError) as exc:
+    except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
         return PublishResult(error=repr(exc))
 
 
