@@ -2,10 +2,14 @@
 
 Each connection is a bare `asyncio.Protocol` speaking HTTP/1.1 by hand: no
 client library, no per-event object. Event bodies have a fixed layout (see
-`bench.publisher.make_body`), so one compiled regex pulls the sequence number
-and the send timestamp out of a whole read at once; a read costs one
-``time.time()`` and the per-event work is two number parses and a histogram
-increment. Chunked transfer encoding needs no decoding: a chunk never splits an
+`bench.publisher.make_body`). While a step runs, a read costs one
+``time.time()``, a count of the event starts it completes (``bytes.count``),
+and a list append: what it holds is kept, not parsed, so the generator takes as
+little of the machine as it can from the servers it measures. After the step,
+one compiled regex pulls the sequence numbers and send timestamps out of each
+kept read (`SseSubscriber.tally`): repeats, and each event's latency against
+the time of the read that completed it. That work counts in the generator's
+CPU all the same. Chunked transfer encoding needs no decoding: a chunk never splits an
 event that a server wrote in one piece, and the scan skips the chunk-size lines.
 
 Several processes (`SubscriberFleet`) cover counts beyond one process's
@@ -101,6 +105,8 @@ class FleetResult:
     failed: int = 0
     disconnects: int = 0
     received: int = 0
+    tally_cpu: float = 0.0
+    """CPU seconds spent reading the events' numbers, after the step (`SseSubscriber.tally`)."""
     connect_times: list[float] = field(default_factory=list)
     topics: dict[str, TopicTally] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)
@@ -114,6 +120,7 @@ class FleetResult:
         self.failed += other.failed
         self.disconnects += other.disconnects
         self.received += other.received
+        self.tally_cpu += other.tally_cpu
         self.connect_times.extend(other.connect_times)
         for topic, tally in other.topics.items():
             mine = self.topics.setdefault(topic, TopicTally())
@@ -160,13 +167,14 @@ class FleetConfig:
 
 
 class SseSubscriber(asyncio.Protocol):
-    """One SSE connection: parses the response head, then tallies events."""
+    """One SSE connection: parses the response head, then keeps its reads for `tally`."""
 
     __slots__ = (
         "_buf",
         "_head",
         "_marker",
         "_pool",
+        "_reads",
         "duplicates",
         "last",
         "live",
@@ -181,6 +189,8 @@ class SseSubscriber(asyncio.Protocol):
         self._marker = marker
         self._head: bytes | None = b""
         self._buf = b""
+        self._reads: list[tuple[float, bytes]] = []
+        """(receive time, bytes holding whole events) per read, until `tally`."""
         self.topic = topic
         self.transport: asyncio.Transport | None = None
         self.live: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -213,31 +223,46 @@ class SseSubscriber(asyncio.Protocol):
             buf = buf[:pos]
         else:
             self._buf = buf[-5:]
-        found = _FIND(buf)
-        if not found:
+        # Every event start left in ``buf`` has its whole body: count them now, and
+        # read their numbers after the step (`tally`), off the machine's busy time.
+        count = buf.count(_START)
+        if not count:
             return
-        pool = self._pool
         now = time.time()
-        hist = pool.hist
-        last = self.last
-        dups = 0
-        for seq_b, ts_b in found:
-            seq = int(seq_b)
-            if seq <= last:
-                dups += 1
-            else:
-                last = seq
-            i = int((now - float(ts_b)) * 10_000)
-            hist[i if 0 <= i < FINE else bucket_of(i)] += 1
-        self.last = last
-        self.duplicates += dups
-        self.received += len(found)
-        pool.received += len(found)
-        # A connection's events arrive in publish order: the first of a read waited longest.
-        pool.max_latency = max(pool.max_latency, now - float(found[0][1]))
+        self._reads.append((now, buf))
+        self.received += count
+        pool = self._pool
+        pool.received += count
         if not pool.first_event_at:
             pool.first_event_at = now
         pool.last_event_at = now
+
+    def tally(self) -> None:
+        """Read the sequence numbers and send times of what the reads brought: repeats
+        and latencies (each event's receive time is that of the read that completed it)."""
+        pool = self._pool
+        hist = pool.hist
+        last = self.last
+        dups = received = 0
+        for now, buf in self._reads:
+            found = _FIND(buf)
+            if not found:
+                continue
+            received += len(found)
+            for seq_b, ts_b in found:
+                seq = int(seq_b)
+                if seq <= last:
+                    dups += 1
+                else:
+                    last = seq
+                i = int((now - float(ts_b)) * 10_000)
+                hist[i if 0 <= i < FINE else bucket_of(i)] += 1
+            # A connection's events arrive in publish order: the first of a read waited longest.
+            pool.max_latency = max(pool.max_latency, now - float(found[0][1]))
+        self._reads.clear()
+        self.last = last
+        self.duplicates += dups
+        self.received = received
 
     def _read_head(self, data: bytes) -> bytes:
         head = (self._head or b"") + data
@@ -281,11 +306,15 @@ class _Pool:
         return self._template.format(topic).encode()
 
     def result(self, connect_times: list[float], failed: int, errors: list[str]) -> FleetResult:
+        started = time.process_time()
+        for sub in self.subscribers:
+            sub.tally()
         out = FleetResult(
             connected=len(connect_times),
             failed=failed,
             disconnects=self.disconnects,
-            received=self.received,
+            received=sum(sub.received for sub in self.subscribers),
+            tally_cpu=time.process_time() - started,
             connect_times=connect_times,
             first_event_at=self.first_event_at,
             last_event_at=self.last_event_at,

@@ -66,6 +66,8 @@ class PublishResult:
     ended: float = 0.0
     failed: int = 0
     error: str | None = None
+    cpu: float = 0.0
+    """CPU seconds the publisher process used, connecting and closing included."""
 
     @property
     def sent(self) -> int:
@@ -275,7 +277,10 @@ async def publish(plan: PublishPlan) -> PublishResult:
 
 
 def _process_main(plan: PublishPlan, link: multiprocessing.connection.Connection) -> None:
-    link.send(uvloop.run(publish(plan)))
+    started = time.process_time()
+    result = uvloop.run(publish(plan))
+    result.cpu = time.process_time() - started
+    link.send(result)
 
 
 class Publisher:

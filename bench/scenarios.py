@@ -84,6 +84,8 @@ class Step:
     bare_p99_ms: float | None = None
     generator_us_per_delivery: float | None = None
     """The subscriber processes' own CPU per event: how much of the machine the client side took."""
+    publisher_us_per_event: float | None = None
+    """The publisher process's own CPU per event published."""
     load_before: float = 0.0
     """The machine's 1-minute load average before the step (other work skews the figures)."""
     errors: list[str] = field(default_factory=list)
@@ -182,7 +184,11 @@ def fanout(
         result = fleet.finish()
     _fill(step, result, sent, before=before, idle=idle_usage, after=after)
     if step.received:
+        # The tally of what arrived runs after the step; it counts as the generator's work.
+        gen_cpu += result.tally_cpu
         step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
+    if sent.sent:
+        step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
     if bare is not None:
         step.bare_p99_ms = _ms(bare.latency.quantile(0.99))
     if not target.alive():
@@ -291,7 +297,8 @@ def brief(step: Step) -> str:
         f"offered {step.offered_deliveries_per_s:,.0f}/s -> {step.deliveries_per_s:,.0f}/s, "
         f"p99 {step.p99_ms} ms, lost {step.lost}, dup {step.duplicates}, "
         f"cut {step.disconnects}, cpu {step.cpu_us_per_delivery} us/delivery "
-        f"(generator {step.generator_us_per_delivery} us)"
+        f"(generator {step.generator_us_per_delivery} us, "
+        f"publisher {step.publisher_us_per_event} us/event)"
         + (f", errors {step.errors[:2]}" if step.errors else "")
     )
 
