@@ -230,7 +230,6 @@ class SseSubscriber(asyncio.Protocol):
             return
         now = time.time()
         self._reads.append((now, buf))
-        self.received += count
         pool = self._pool
         pool.received += count
         if not pool.first_event_at:

@@ -195,7 +195,7 @@ class _AmqpPublisher:
         try:
             self._send(spec.Connection.Close(200, "done", 0, 0), 0)
             await asyncio.wait_for(self._expect(spec.Connection.CloseOk), 5)
-        except (OSError, ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+        except (OSError, asyncio.IncompleteReadError):  # TimeoutError is an OSError
             pass
         finally:
             self._writer.close()
@@ -272,7 +272,7 @@ async def publish(plan: PublishPlan) -> PublishResult:
         if plan.http_host:
             return await _publish_http(plan)
         return await _publish_amqp(plan)
-    except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
+    except (OSError, asyncio.IncompleteReadError) as exc:
         return PublishResult(error=repr(exc))
 
 
