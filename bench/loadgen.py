@@ -261,7 +261,7 @@ class SseSubscriber(asyncio.Protocol):
         self._reads.clear()
         self.last = last
         self.duplicates += dups
-        self.received = received
+        self.received += received
 
     def _read_head(self, data: bytes) -> bytes:
         head = (self._head or b"") + data
