@@ -46,11 +46,28 @@ many idle ones still coalesce. The rate does not depend on holding, so the
 two marks only keep noise from flipping the window.
 """
 PHASES = 4
-"""Turns the held connections are flushed in, a quarter of a window apart.
+"""Turns, at most, that the held connections are flushed in, each a window's share apart.
 
 One flush of every held connection at once sends a burst that each client's
 host, and the gateway's own loop, take the longest to get through; in
-turns, the writes are as few and the bursts a quarter of the size.
+turns, the writes are as few and the bursts smaller.
+"""
+MIN_TURNS = 2
+"""Turns, at least. The stream is read once per turn (`Coalescer.read_pause`): in one
+turn a read carried a whole window's events, and a client of 60 KB events that read
+them as they came was cut off as slow (``queue_size`` 50) in about one run in five of
+the slow-client test (`tests/integration/test_backpressure.py`); in two, in none of 15.
+"""
+TURN_CONNECTIONS = 250
+"""Busy connections a turn writes, about: a process with fewer takes fewer turns.
+
+A turn costs more than its writes alone (its timer, the stream read before it,
+the burst it sends): at the standard load one process with 1,000 connections
+used 3.2 µs per delivery in four turns a window and 2.6-2.8 in two, for 5 %
+fewer writes, at a p99 latency of 66-69 ms against 70-82 (in one turn: 2.1 µs,
+125 ms). Turns sized by connections rather than counted cost a worker that
+holds half the connections no more per delivery than one process
+(`docs/benchmarks.md`).
 """
 EVENTS_PER_WRITE = 10
 """Events a held connection waits to collect; the window shrinks to what that takes.
@@ -111,6 +128,9 @@ class Coalescer:
         """Counts the samples; a connection notes the round it was last counted `active` in."""
         self.active = 0
         """Connections that got an event since the last sample."""
+        self.turns = PHASES
+        """Turns a window's held connections are flushed in: one per `TURN_CONNECTIONS`,
+        within `MIN_TURNS` and `PHASES`."""
         self._held: list[list[HttpConnection]] = [[] for _ in range(PHASES)]
         self._timer: asyncio.TimerHandle | None = None
         self._phase = 0
@@ -123,6 +143,7 @@ class Coalescer:
         among the connections that got any (counted in `active`) since then.
         """
         rate = deliveries / self.active if self.active else 0.0
+        self.turns = max(MIN_TURNS, min(PHASES, int(self.active / TURN_CONNECTIONS + 0.5)))
         self.active = 0
         self.round += 1
         holding = should_hold(share * self._workers, rate * self._configured, bool(self.window))
@@ -150,15 +171,15 @@ class Coalescer:
         if not self.window:
             return 0.0
         if self._timer is None:
-            return self.window / PHASES
+            return self.window / self.turns
         return max(0.0, self._timer.when() - asyncio.get_running_loop().time() - READ_LEAD)
 
     def hold(self, conn: HttpConnection) -> None:
         """Flush ``conn`` with the others of its turn when it comes (within one window)."""
-        self._held[conn.phase].append(conn)
+        self._held[int(conn.phase * self.turns)].append(conn)
         if self._timer is None:
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.window / PHASES, self.next_turn)
+            self._timer = loop.call_later(self.window / self.turns, self.next_turn)
 
     def next_turn(self) -> None:
         """Flush the next turn's held connections (all of them once the window closed)."""
@@ -167,11 +188,13 @@ class Coalescer:
             for phase in range(PHASES):
                 self._flush(phase)
             return
-        self._phase = (self._phase + 1) % PHASES
+        self._phase = (self._phase + 1) % self.turns
         self._flush(self._phase)
+        for phase in range(self.turns, PHASES):  # held when there were more turns
+            self._flush(phase)
         if any(self._held):
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.window / PHASES, self.next_turn)
+            self._timer = loop.call_later(self.window / self.turns, self.next_turn)
 
     def _flush(self, phase: int) -> None:
         held, self._held[phase] = self._held[phase], []
@@ -187,9 +210,11 @@ __all__ = [
     "FILL_OFF",
     "FILL_ON",
     "LOAD_SAMPLE",
+    "MIN_TURNS",
     "MIN_WINDOW",
     "PHASES",
     "READ_LEAD",
+    "TURN_CONNECTIONS",
     "Coalescer",
     "coalescing_window",
     "should_hold",

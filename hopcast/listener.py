@@ -30,7 +30,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from hopcast.app import Admitted, create_app, problem
-from hopcast.coalescing import LOAD_SAMPLE, PHASES, Coalescer
+from hopcast.coalescing import LOAD_SAMPLE, Coalescer
 from hopcast.config import Settings
 from hopcast.errors import SubscriptionClosed, cannot_listen
 from hopcast.hub import Hub
@@ -167,8 +167,8 @@ class HttpConnection(asyncio.Protocol):
         self.writable: asyncio.Event | None = None
         self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
         """Requests read along with the one being answered, answered in turn after it."""
-        self.phase = random.randrange(PHASES)
-        """The turn in which this connection's held writes go (see `PHASES`)."""
+        self.phase = random.random()
+        """Where in a window its held writes go, as a fraction (`hopcast.coalescing.PHASES`)."""
         self.counted = -1
         """The coalescer's sample round this connection was last counted active in."""
 

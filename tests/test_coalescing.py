@@ -10,9 +10,11 @@ from hopcast.app import create_app
 from hopcast.broker.memory import MemoryBroker
 from hopcast.coalescing import (
     EVENTS_PER_WRITE,
+    MIN_TURNS,
     MIN_WINDOW,
     PHASES,
     READ_LEAD,
+    TURN_CONNECTIONS,
     Coalescer,
     should_hold,
 )
@@ -72,7 +74,7 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
         conn = HttpConnection(server)
         recorders.append(_Recorder())
         conn.transport = recorders[-1]  # type: ignore[assignment]
-        conn.phase = i % PHASES
+        conn.phase = (i % PHASES + 0.5) / PHASES
         sub = conn.sub = hub.subscribe([Pattern.parse("a")])
         sub._frames.append(b"event %d\n\n" % i)
         coalescer.hold(conn)
@@ -87,7 +89,7 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
     for turn in range(1, PHASES):  # the turns a window holds, one phase each
         coalescer.next_turn()
         new = written() - seen
-        assert new and {conns[i].phase for i in new} == {turn % PHASES}
+        assert new and {i % PHASES for i in new} == {turn % PHASES}
         seen |= new
         assert coalescer._timer is not None  # others still wait: the next turn is due
         coalescer._timer.cancel()
@@ -96,6 +98,70 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
     assert written() == set(range(len(conns)))
     assert coalescer._timer is None
     assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(len(conns))]
+
+
+def _held_connections(server: StreamServer, hub: Hub, count: int) -> list[_Recorder]:
+    """``count`` connections spread evenly over a window, each with an event, all held."""
+    recorders = []
+    for i in range(count):
+        conn = HttpConnection(server)
+        recorders.append(_Recorder())
+        conn.transport = recorders[-1]  # type: ignore[assignment]
+        conn.phase = (i + 0.5) / count
+        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
+        sub._frames.append(b"event %d\n\n" % i)
+        server.coalescer.hold(conn)
+    return recorders
+
+
+@pytest.mark.parametrize(
+    ("active", "turns"),
+    [
+        (4 * TURN_CONNECTIONS, PHASES),  # one process with the standard load's 1,000
+        (2 * TURN_CONNECTIONS, 2),  # each of two workers, with half as many: half the turns
+        (TURN_CONNECTIONS * 22 // 10, 2),
+        (TURN_CONNECTIONS * 28 // 10, 3),
+        (30 * TURN_CONNECTIONS, PHASES),  # never more than PHASES: a turn's share only grows
+        (10, MIN_TURNS),  # a read never carries a whole window's events
+        (0, MIN_TURNS),
+    ],
+)
+def test_a_process_takes_a_turn_per_so_many_busy_connections(active: int, turns: int) -> None:
+    """A turn costs more than its writes; a worker with half the connections takes half
+    the turns, and the gateway as a whole as many as one process would."""
+    coalescer = Coalescer(window_ms=50, workers=1)
+    coalescer.active = active
+    coalescer.sample(share=0.9, deliveries=active * 200.0)
+    assert coalescer.turns == turns
+
+
+async def test_fewer_turns_flush_every_connection_held_for_more() -> None:
+    """Connections held in the third and fourth of four turns still go, in the next turn,
+    when the count falls to two: none waits past its window."""
+    app = create_app(settings_for("memory"))
+    server = StreamServer(app)
+    hub = app.state.hub = Hub(MemoryBroker(), server.settings)
+    coalescer = server.coalescer
+    coalescer.window = 0.04
+    recorders = _held_connections(server, hub, 8)  # two in each of four turns
+    assert coalescer._timer is not None
+    coalescer._timer.cancel()
+    coalescer.turns = 2
+    coalescer.next_turn()  # turn 1 of 2, and all that waited in turns 2 and 3 of 4
+    assert [bool(r.written) for r in recorders] == [False, False] + [True] * 6
+    assert coalescer._timer is not None
+    assert coalescer._timer.when() - asyncio.get_running_loop().time() == pytest.approx(
+        0.04 / 2, abs=0.005
+    )
+    coalescer._timer.cancel()
+    coalescer.next_turn()
+    assert all(r.written for r in recorders)
+    assert coalescer._timer is None
+    held = _held_connections(server, hub, 8)  # held anew: in two turns, half each
+    assert coalescer._timer is not None
+    coalescer._timer.cancel()
+    coalescer.next_turn()
+    assert [bool(r.written) for r in held] == [False] * 4 + [True] * 4
 
 
 @pytest.mark.parametrize(
@@ -160,7 +226,7 @@ async def test_the_stream_is_read_just_before_each_turn_while_writes_are_held() 
     coalescer.window = 0.04
     assert coalescer.read_pause() == pytest.approx(0.04 / PHASES)  # no turn due yet
     conn = HttpConnection(server)
-    conn.phase = 0
+    conn.phase = 0.0
     coalescer.hold(conn)
     assert coalescer._timer is not None
     loop = asyncio.get_running_loop()
