@@ -65,9 +65,9 @@ A turn costs more than its writes alone (its timer, the stream read before it,
 the burst it sends): at the standard load one process with 1,000 connections
 used 3.2 µs per delivery in four turns a window and 2.6-2.8 in two, for 5 %
 fewer writes, at a p99 latency of 66-69 ms against 70-82 (in one turn: 2.1 µs,
-125 ms). Turns sized by connections rather than counted cost a worker that
-holds half the connections no more per delivery than one process
-(`docs/benchmarks.md`).
+125 ms). Sized by connections rather than counted, the turns of a worker that
+holds half the connections cost no more per delivery than one process's, at
+the standard load (`docs/benchmarks.md`).
 """
 EVENTS_PER_WRITE = 10
 """Events a held connection waits to collect; the window shrinks to what that takes.
