@@ -63,22 +63,28 @@ class _Recorder:
         pass
 
 
+def _held_connections(server: StreamServer, hub: Hub, phases: list[float]) -> list[_Recorder]:
+    """A connection per place in the window (``phases``), each with an event, all held."""
+    recorders = []
+    for i, phase in enumerate(phases):
+        conn = HttpConnection(server)
+        recorders.append(_Recorder())
+        conn.transport = recorders[-1]  # type: ignore[assignment]
+        conn.phase = phase
+        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
+        sub._frames.append(b"event %d\n\n" % i)
+        server.coalescer.hold(conn)
+    return recorders
+
+
 async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
     app = create_app(settings_for("memory"))
     server = StreamServer(app)
     hub = app.state.hub = Hub(MemoryBroker(), server.settings)
     coalescer = server.coalescer
     coalescer.window = 0.04
-    conns, recorders = [], []
-    for i in range(2 * PHASES + 1):
-        conn = HttpConnection(server)
-        recorders.append(_Recorder())
-        conn.transport = recorders[-1]  # type: ignore[assignment]
-        conn.phase = (i % PHASES + 0.5) / PHASES
-        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
-        sub._frames.append(b"event %d\n\n" % i)
-        coalescer.hold(conn)
-        conns.append(conn)
+    count = 2 * PHASES + 1
+    recorders = _held_connections(server, hub, [(i % PHASES + 0.5) / PHASES for i in range(count)])
 
     def written() -> set[int]:
         return {i for i, r in enumerate(recorders) if r.written}
@@ -95,23 +101,9 @@ async def test_held_connections_go_in_turns_and_all_within_one_window() -> None:
         coalescer._timer.cancel()
     coalescer.window = 0.0  # the window closed: the rest go at once
     coalescer.next_turn()
-    assert written() == set(range(len(conns)))
+    assert written() == set(range(count))
     assert coalescer._timer is None
-    assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(len(conns))]
-
-
-def _held_connections(server: StreamServer, hub: Hub, count: int) -> list[_Recorder]:
-    """``count`` connections spread evenly over a window, each with an event, all held."""
-    recorders = []
-    for i in range(count):
-        conn = HttpConnection(server)
-        recorders.append(_Recorder())
-        conn.transport = recorders[-1]  # type: ignore[assignment]
-        conn.phase = (i + 0.5) / count
-        sub = conn.sub = hub.subscribe([Pattern.parse("a")])
-        sub._frames.append(b"event %d\n\n" % i)
-        server.coalescer.hold(conn)
-    return recorders
+    assert [r.written for r in recorders] == [[b"event %d\n\n" % i] for i in range(count)]
 
 
 @pytest.mark.parametrize(
@@ -143,11 +135,12 @@ async def test_fewer_turns_flush_every_connection_held_for_more() -> None:
     hub = app.state.hub = Hub(MemoryBroker(), server.settings)
     coalescer = server.coalescer
     coalescer.window = 0.04
-    recorders = _held_connections(server, hub, 8)  # two in each of four turns
+    eighths = [(i + 0.5) / 8 for i in range(8)]
+    recorders = _held_connections(server, hub, eighths)  # two in each of four turns
     assert coalescer._timer is not None
     coalescer._timer.cancel()
     coalescer.turns = 2
-    coalescer.next_turn()  # turn 1 of 2, and all that waited in turns 2 and 3 of 4
+    coalescer.next_turn()  # the second of two, and all held in the third and fourth of four
     assert [bool(r.written) for r in recorders] == [False, False] + [True] * 6
     assert coalescer._timer is not None
     assert coalescer._timer.when() - asyncio.get_running_loop().time() == pytest.approx(
@@ -157,7 +150,7 @@ async def test_fewer_turns_flush_every_connection_held_for_more() -> None:
     coalescer.next_turn()
     assert all(r.written for r in recorders)
     assert coalescer._timer is None
-    held = _held_connections(server, hub, 8)  # held anew: in two turns, half each
+    held = _held_connections(server, hub, eighths)  # held anew: in two turns, half each
     assert coalescer._timer is not None
     coalescer._timer.cancel()
     coalescer.next_turn()
