@@ -184,6 +184,18 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
                     "ms",
                 )
             )
+    for comparison in results.get("workers", []):
+        rows.append(
+            Row(
+                f"{comparison.offered_deliveries_per_s / 1000:,.0f}k deliveries/s:"
+                " CPU per delivery, one process (median)",
+                LOWER,
+                comparison.one_us,
+                {},
+                ("--workers 2", comparison.two_us),
+                "us",
+            )
+        )
     for key, label in (("scale", "scale"), ("scale-w2", "scale --workers 2")):
         scale = _by_target(results.get(key, []))
         if scale:

@@ -54,8 +54,9 @@ from bench.targets import (
     Target,
     missing_baselines,
 )
+from bench.workers import Comparison, compare_workers
 
-SCENARIOS = ("standard", "saturation", "scale", "ingest", "catch-up")
+SCENARIOS = ("standard", "saturation", "workers", "scale", "ingest", "catch-up")
 TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN)
 """What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -81,6 +82,10 @@ class Sizes:
     backlog_head: int
     backlog_behind: int
     profile_seconds: float
+    compare_loads: tuple[float, ...]
+    """Workers: the deliveries/s offered in turn to one process and to two workers."""
+    repeats: int
+    """Workers: times each load is offered to each."""
 
 
 FULL = Sizes(
@@ -124,6 +129,8 @@ FULL = Sizes(
     backlog_head=10_000,
     backlog_behind=100_000,
     profile_seconds=10,
+    compare_loads=(100_000, 200_000, 300_000, 400_000),
+    repeats=3,
 )
 SMOKE = Sizes(
     subscribers=20,
@@ -139,6 +146,8 @@ SMOKE = Sizes(
     backlog_head=300,
     backlog_behind=2000,
     profile_seconds=2,
+    compare_loads=(1000,),
+    repeats=1,
 )
 
 
@@ -245,6 +254,22 @@ def saturate(run: Run, sizes: Sizes, targets: list[str]) -> dict[str, list[Step]
     return ladders
 
 
+def workers(run: Run, sizes: Sizes) -> list[Comparison]:
+    with running(HOPCAST, run) as one, running(HOPCAST_W2, run) as two:
+        if one is None or two is None:
+            return []
+        return compare_workers(
+            run,
+            one,
+            two,
+            list(sizes.compare_loads),
+            repeats=sizes.repeats,
+            subscribers=sizes.subscribers,
+            topics=sizes.topics,
+            seconds=sizes.step_seconds,
+        )
+
+
 def scale(run: Run, sizes: Sizes, targets: list[str], subscribers: int) -> list[Step]:
     steps = []
     processes = max(2, -(-subscribers // 10_000))
@@ -309,6 +334,8 @@ def problems(run: Run, results: dict[str, Any]) -> list[str]:
     steps += results.get("scale-w2", [])
     for ladder in results.get("saturation", {}).values():
         steps += ladder[:1]
+    for comparison in results.get("workers", []):
+        steps += [*comparison.one, *comparison.two]
     for step in steps:
         if not step.clean:
             found.append(f"{step.scenario} on {step.target}: {brief(step)}")
@@ -342,6 +369,16 @@ def main(argv: list[str] | None = None) -> int:
         help="saturation: the deliveries/s offered, step by step (default: the issue's ladder)",
     )
     parser.add_argument(
+        "--loads",
+        nargs="+",
+        type=float,
+        metavar="DELIVERIES",
+        help="workers: the deliveries/s offered in turn to one process and to two workers",
+    )
+    parser.add_argument(
+        "--repeats", type=int, metavar="N", help="workers: times each load is offered to each"
+    )
+    parser.add_argument(
         "--broker",
         default=os.environ.get("BENCH_AMQP_URL", DEFAULT_AMQP_URL),
         help="RabbitMQ URL (env BENCH_AMQP_URL)",
@@ -350,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else FULL
     if args.ladder:
         sizes = dataclasses.replace(sizes, ladder=tuple(args.ladder))
+    if args.loads:
+        sizes = dataclasses.replace(sizes, compare_loads=tuple(args.loads))
+    if args.repeats:
+        sizes = dataclasses.replace(sizes, repeats=args.repeats)
     if args.scenario is None:
         args.scenario = [s for s in SCENARIOS if not (args.smoke and s == "saturation")]
     missing = missing_baselines()
@@ -370,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         if "saturation" in args.scenario:
             print("== saturation", flush=True)
             results["saturation"] = saturate(run, sizes, targets)
+        if "workers" in args.scenario and {HOPCAST, HOPCAST_W2} <= set(targets):
+            print("== workers: --workers 2 against one process, in turn", flush=True)
+            results["workers"] = workers(run, sizes)
         if "scale" in args.scenario:
             print(f"== scale, one process, {sizes.scale:,} subscribers", flush=True)
             _scale(run, sizes, targets, results)

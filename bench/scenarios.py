@@ -2,6 +2,7 @@
 
 - standard: 1,000 subscribers over 10 topics, 1,000 events/s of ~100 bytes.
 - saturation: the standard fan-out at rising rates, until p99 passes 100 ms.
+- workers (`bench.workers`): ``--workers 2`` and one process at equal loads, in turn.
 - scale: many mostly idle subscribers (RSS per connection), then a broadcast to all.
 - ingest: events/s one gateway process takes from a pre-filled stream, with no
   subscribers, against a plain aio-pika consumer on the same stream.

@@ -188,13 +188,26 @@ class Coalescer:
             for phase in range(PHASES):
                 self._flush(phase)
             return
+        began = time.process_time()
         self._phase = (self._phase + 1) % self.turns
         self._flush(self._phase)
         for phase in range(self.turns, PHASES):  # held when there were more turns
             self._flush(phase)
         if any(self._held):
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.window / self.turns, self.next_turn)
+            self._timer = loop.call_later(self._pause(time.process_time() - began), self.next_turn)
+
+    def _pause(self, took: float) -> float:
+        """Seconds from the end of a turn whose writes took ``took`` of CPU to the next.
+
+        A connection's turn comes round a window after its last one, plus the time all
+        the turns between took: its writes come further apart, the more connections
+        the gateway writes. One process writes them all; each of N workers, a share.
+        So a worker waits as long again as its own turn took for each other worker,
+        and a connection is written as often whether the gateway runs one process or
+        several: in CPU time, as the other workers write meanwhile on other cores.
+        """
+        return self.window / self.turns + took * (self._workers - 1)
 
     def _flush(self, phase: int) -> None:
         held, self._held[phase] = self._held[phase], []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -155,6 +156,33 @@ async def test_fewer_turns_flush_every_connection_held_for_more() -> None:
     coalescer._timer.cancel()
     coalescer.next_turn()
     assert [bool(r.written) for r in held] == [False] * 4 + [True] * 4
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+async def test_a_worker_waits_as_long_again_as_its_turn_took_for_each_other_worker(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's turn comes round a window plus all the turns between: in one
+    process, every connection's writes; in each of N workers, a share. A worker's turn
+    waits what its own writes took once more for each other worker, so that a connection
+    is written as often whatever the count (10 ms of CPU here: 20, 30 or 40 ms to the next)."""
+    app = create_app(settings_for("memory"))
+    server = StreamServer(app)
+    hub = app.state.hub = Hub(MemoryBroker(), server.settings)
+    server.coalescer = coalescer = Coalescer(window_ms=50, workers=workers)
+    coalescer.window = 0.04
+    coalescer.turns = 2
+    cpu = [7.0, 7.010]  # the process's CPU seconds before and after the turn's writes
+    monkeypatch.setattr(time, "process_time", lambda: cpu.pop(0) if len(cpu) > 1 else cpu[0])
+    recorders = _held_connections(server, hub, [0.25, 0.75])  # one in each of two turns
+    assert coalescer._timer is not None
+    coalescer._timer.cancel()
+    coalescer.next_turn()
+    assert [bool(r.written) for r in recorders] == [False, True]
+    assert coalescer._timer is not None  # the first turn's connection still waits
+    pause = coalescer._timer.when() - asyncio.get_running_loop().time()
+    coalescer._timer.cancel()
+    assert pause == pytest.approx(0.04 / 2 + 0.010 * (workers - 1), abs=0.004)
 
 
 @pytest.mark.parametrize(
