@@ -92,9 +92,10 @@ def compare_workers(
                 )
                 (comparison.one if target is one else comparison.two).append(step)
                 print(f"  {target.name}: {brief(step)}", flush=True)
+        late = "" if comparison.under_limit else "; not every step clean under 100 ms p99"
         print(
             f"  at {load:,.0f}/s: {comparison.two_us} us against {comparison.one_us}"
-            f" (x{comparison.ratio}; pairs {comparison.pair_ratios})",
+            f" (x{comparison.ratio}; pairs {comparison.pair_ratios}{late})",
             flush=True,
         )
         comparisons.append(comparison)
