@@ -34,8 +34,6 @@ REPLAY_CHUNK = 512
 """Ring events scanned per writer wake-up, so one resume does not hold the loop."""
 CATCHUP_GATHER = 0.05
 """Seconds a new catch-up reader waits for other resumes to join it before it starts."""
-CATCHUP_STALL = 30.0
-"""Seconds a catch-up reader waits for a member that does not drain before cutting it off."""
 DISPATCH_SLICE = 128
 """Events dispatched before writers get a turn: a burst must not overflow a fast client's queue."""
 BACKOFF_START = 0.2
@@ -74,6 +72,21 @@ class _CatchUp:
         self.position: int | None = None
         self.first: int | None = None
         self.task: asyncio.Task[None] | None = None
+        self.room = asyncio.Event()
+        """Set when a member's writer takes its frames (or the member closes)."""
+
+    def add(self, sub: Subscription) -> None:
+        sub.mode = Mode.CATCHUP
+        sub.room = self.room
+        self.members.append(sub)
+
+    def _leave(self, sub: Subscription) -> None:
+        """``sub`` goes on from its own cursor: the ring, or a later catch-up reader."""
+        self.members.remove(sub)
+        sub.room = None
+        if not sub.closed and sub.mode is Mode.CATCHUP:
+            sub.mode = Mode.REPLAY
+            sub._wake.set()
 
     def can_take(self, after: int) -> bool:
         if not isinstance(self.start, int) or self.start > after:
@@ -105,16 +118,20 @@ class _CatchUp:
         finally:
             hub.stats.catchup_readers -= 1
             hub._catchups.discard(self)
-            for sub in self.members:
-                if not sub.closed and sub.mode is Mode.CATCHUP:
-                    sub.mode = Mode.REPLAY
-                    sub._wake.set()
+            for sub in list(self.members):
+                self._leave(sub)
 
     async def _feed(self, batch: Sequence[Message], first_of_read: bool) -> bool:
         """Hand a batch to the members; True once the hub's ring or live stream takes over.
 
         A read that begins past a member's cursor + 1 (its first batch; later ones may
         step over offsets that hold no event) began where retention left the stream.
+
+        No member waits for another: one still a whole queue behind when the next batch
+        comes leaves, and goes on from its own cursor at its own pace once its writer
+        took what it holds (`Hub._replay_step`: the ring, or a reader of its own or a
+        later shared one). The reader waits only while every member is that far behind.
+        A member that makes no progress at all is cut off by its writer's send timeout.
         """
         hub = self.hub
         if self.first is None:
@@ -122,12 +139,17 @@ class _CatchUp:
             for sub in self.members:
                 if sub.since is not None:
                     sub.cursor = self.first - 1
+                    sub.since = None  # placed: a later reader takes it from its cursor
         max_size = hub.settings.max_event_bytes
+        limit = hub.settings.queue_size
         encoded: dict[int, bytes] = {}
         last = batch[-1].offset
         for sub in list(self.members):
             if sub.closed:
                 self.members.remove(sub)
+                continue
+            if sub.pending >= limit:
+                self._leave(sub)
                 continue
             frames = []
             if first_of_read and sub.cursor + 1 < batch[0].offset:
@@ -153,8 +175,9 @@ class _CatchUp:
         self.position = last
         if hub.covers(last):
             return True
-        for sub in self.members:
-            await sub._wait_room()
+        while self.members and all(sub.pending >= limit for sub in self.members):
+            self.room.clear()
+            await self.room.wait()
         return not self.members
 
 
@@ -446,14 +469,13 @@ class Hub:
     def _join_catchup(self, sub: Subscription, start: int | Since) -> None:
         if sub.closed:
             return
-        sub.mode = Mode.CATCHUP
         if isinstance(start, int):
             for catchup in self._catchups:
                 if catchup.can_take(start):
-                    catchup.members.append(sub)
+                    catchup.add(sub)
                     return
         catchup = _CatchUp(self, start)
-        catchup.members.append(sub)
+        catchup.add(sub)
         self._catchups.add(catchup)
         catchup.task = asyncio.create_task(catchup.run(), name="hopcast-catch-up")
 

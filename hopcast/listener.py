@@ -53,6 +53,9 @@ WRITE_HIGH_WATER = 256 * 1024
 """Bytes buffered for a client before its writes pause (then frames queue, bounded)."""
 BACKLOG = 2048
 """Pending connections the kernel keeps for accept (also for a worker's inherited socket)."""
+STALL_TIMEOUT = 30.0
+"""Seconds a replay or catch-up waits on a client's full socket before cutting it off
+(the live path cuts it off when its queue overflows; mounted, `SEND_TIMEOUT` does this)."""
 
 
 class StreamServer:
@@ -349,7 +352,12 @@ class HttpConnection(asyncio.Protocol):
             if self.paused:  # replay at the pace the client reads
                 self.writable = self.writable or asyncio.Event()
                 self.writable.clear()
-                await self.writable.wait()
+                try:
+                    async with asyncio.timeout(STALL_TIMEOUT):
+                        await self.writable.wait()
+                except TimeoutError:
+                    sub.cut_slow()  # no progress at all: it resumes by itself later
+                    return
 
     async def _serve_app(self, scope: Scope, body: bytes, keep_alive: bool) -> None:
         """Run one request through the Starlette app and write its (small) response."""

@@ -30,7 +30,7 @@ class HubCollector(Collector):
         )
         yield CounterMetricFamily(
             "hopcast_slow_disconnects",
-            "Subscribers cut off because their queue was full",
+            "Subscribers cut off as too slow (queue full, or no progress on a full socket)",
             value=stats.slow_disconnects,
         )
         yield CounterMetricFamily(

@@ -87,8 +87,11 @@ class EventStreamResponse(Response):
             await self._stream(send)
         except SubscriptionClosed as closed:
             await self._finish(send, closed.reason)
-        except (asyncio.CancelledError, TimeoutError, OSError):
-            pass  # the client left, or stopped reading: it resumes with Last-Event-ID
+        except TimeoutError:  # a send waited SEND_TIMEOUT: it resumes with Last-Event-ID
+            sub.on_cut = None  # this writer is ending already
+            sub.cut_slow()
+        except (asyncio.CancelledError, OSError):
+            pass  # the client left, or was cut off: it resumes with Last-Event-ID
         finally:
             watcher.cancel()
             sub.close("done")

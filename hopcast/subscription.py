@@ -52,7 +52,6 @@ class Subscription:
         "_frames",
         "_hub",
         "_limit",
-        "_room",
         "_wake",
         "_wild",
         "after",
@@ -61,6 +60,7 @@ class Subscription:
         "mode",
         "on_cut",
         "patterns",
+        "room",
         "since",
         "sink",
     )
@@ -80,7 +80,8 @@ class Subscription:
         self.closed: str | None = None
         self._frames: list[bytes] = []
         self._wake = asyncio.Event()
-        self._room = asyncio.Event()
+        self.room: asyncio.Event | None = None
+        """Set whenever the writer takes what is queued (a catch-up reader's flow control)."""
         self.on_cut: Callable[[], object] | None = None
         """Called when the gateway cuts this client off (its writer may be stuck in a send)."""
         self.sink: Sink | None = None
@@ -127,7 +128,8 @@ class Subscription:
         self._frames.clear()
         self._hub._forget(self)
         self._wake.set()
-        self._room.set()
+        if self.room is not None:
+            self.room.set()
         if self.sink is not None:
             self.sink.closed(self, reason)
 
@@ -171,7 +173,8 @@ class Subscription:
             if self._frames:
                 chunk = b"".join(self._frames)
                 self._frames.clear()
-                self._room.set()
+                if self.room is not None:
+                    self.room.set()
                 return chunk
             if self.mode is Mode.REPLAY:
                 hub._replay_step(self)
@@ -185,13 +188,6 @@ class Subscription:
             except TimeoutError:
                 if not self._frames and not self.closed:
                     return None
-
-    async def _wait_room(self) -> None:
-        """Wait until the writer took what is queued (flow control for catch-up)."""
-        limit = self._hub.settings.queue_size
-        while len(self._frames) >= limit and not self.closed:
-            self._room.clear()
-            await self._room.wait()
 
 
 class Sink(Protocol):
