@@ -1,11 +1,18 @@
-"""hopcast: a Server-Sent Events gateway for RabbitMQ streams, with lossless resume."""
+"""hopcast: a Server-Sent Events gateway for RabbitMQ streams, with lossless resume.
 
-from hopcast.app import create_app
-from hopcast.client import Client, Event, SubscriptionRefused
-from hopcast.config import Settings
-from hopcast.errors import (
+The public API is what this module exports: the client, the ASGI app factory,
+its settings and the errors. Every module under a name that starts with an
+underscore is internal and may change in any release.
+
+>>> import hopcast
+>>> app = hopcast.create_app(hopcast.Settings.from_env({"HOPCAST_BROKER": "memory://"}))
+"""
+
+from hopcast._client import Client, Event
+from hopcast._core.errors import (
     BrokerUnavailable,
     ConfigError,
+    Forbidden,
     HopcastError,
     InvalidEventName,
     InvalidInput,
@@ -13,26 +20,27 @@ from hopcast.errors import (
     InvalidTopic,
     PublishNotConfirmed,
     SubscriptionClosed,
+    SubscriptionRefused,
+    Unauthorized,
 )
-from hopcast.hub import Hub
-from hopcast.topics import Pattern, parse_topic
+from hopcast._core.settings import Settings
+from hopcast._http.app import create_app
 
 __all__ = [
     "BrokerUnavailable",
     "Client",
     "ConfigError",
     "Event",
+    "Forbidden",
     "HopcastError",
-    "Hub",
     "InvalidEventName",
     "InvalidInput",
     "InvalidOffset",
     "InvalidTopic",
-    "Pattern",
     "PublishNotConfirmed",
     "Settings",
     "SubscriptionClosed",
     "SubscriptionRefused",
+    "Unauthorized",
     "create_app",
-    "parse_topic",
 ]

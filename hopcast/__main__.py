@@ -1,3 +1,3 @@
-from hopcast.cli import main
+from hopcast._cli import main
 
 main()

@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from hopcast.client import Client
+from hopcast._client import Client
 
 AMQP = "amqp://guest:guest@localhost:5672/"
 

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from hopcast.auth import Authorizer, AuthSettings, Unauthorized
+from hopcast._core.errors import Unauthorized
+from hopcast._rights.tokens import Authorizer, AuthSettings
 
 SECRET = "an HS256 secret of more than 32 bytes, for tests"
 FAST = settings(max_examples=300, deadline=None)

@@ -21,13 +21,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from hopcast.app import create_app
-from hopcast.broker import Broker
-from hopcast.client import Event as ClientEvent
-from hopcast.client import EventStreamParser
-from hopcast.config import Settings
-from hopcast.hub import Hub
-from hopcast.listener import StreamServer
+from hopcast._broker.base import Broker
+from hopcast._client import Event as ClientEvent
+from hopcast._client import EventStreamParser
+from hopcast._core.settings import Settings
+from hopcast._http.app import create_app
+from hopcast._http.server import StreamServer
+from hopcast._hub.hub import Hub
 
 AMQP_URL = os.environ.get("HOPCAST_TEST_AMQP_URL", "amqp://guest:guest@localhost:5672/")
 REQUIRE_RABBITMQ = os.environ.get("HOPCAST_REQUIRE_RABBITMQ", "") not in ("", "0") or bool(

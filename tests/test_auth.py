@@ -20,18 +20,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import Headers, QueryParams
 
-from hopcast.auth import (
+from hopcast._core.errors import Forbidden, HopcastError, InvalidTopic, Unauthorized
+from hopcast._core.topics import Pattern
+from hopcast._rights.tokens import (
     DEFAULT_COOKIE_NAME,
     LEEWAY_SECONDS,
     MAX_GRANTS,
     UNRESTRICTED,
-    Forbidden,
     Principal,
-    Unauthorized,
     token_from,
 )
-from hopcast.errors import HopcastError, InvalidTopic
-from hopcast.topics import Pattern
 from tests.jwt_kit import (
     FAST,
     HS,
@@ -389,7 +387,7 @@ def test_challenges_follow_rfc_6750() -> None:
 def test_no_error_or_log_line_carries_the_token_or_the_secret(
     caplog: pytest.LogCaptureFixture, rsa_pem_file: Path
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="hopcast.auth")
+    caplog.set_level(logging.DEBUG, logger="hopcast.rights")
     tokens = [
         hs256(claims(exp=int(time.time()) - 60)),
         hs256(claims(), OTHER_SECRET),

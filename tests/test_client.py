@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hopcast.client import Event, EventStreamParser
-from hopcast.sse import encode_event, encode_heartbeat, encode_preamble
+from hopcast._client import Event, EventStreamParser
+from hopcast._core.sse import encode_event, encode_heartbeat, encode_preamble
 from tests.sse_spec import parse
 
 FAST = settings(max_examples=400, deadline=None)

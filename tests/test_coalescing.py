@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from hopcast.app import create_app
-from hopcast.broker.memory import MemoryBroker
-from hopcast.coalescing import (
+from hopcast._broker.memory import MemoryBroker
+from hopcast._core.topics import Pattern
+from hopcast._http.app import create_app
+from hopcast._http.server import HttpConnection, StreamServer
+from hopcast._http.writes import (
     EVENTS_PER_WRITE,
     MIN_TURNS,
     MIN_WINDOW,
@@ -19,9 +21,7 @@ from hopcast.coalescing import (
     Coalescer,
     should_hold,
 )
-from hopcast.hub import Hub
-from hopcast.listener import HttpConnection, StreamServer
-from hopcast.topics import Pattern
+from hopcast._hub.hub import Hub
 from tests.support import settings_for
 
 
@@ -73,7 +73,7 @@ def _held_connections(server: StreamServer, hub: Hub, phases: list[float]) -> li
         conn.transport = recorders[-1]  # type: ignore[assignment]
         conn.phase = phase
         sub = conn.sub = hub.subscribe([Pattern.parse("a")])
-        sub._frames.append(b"event %d\n\n" % i)
+        sub.queue([b"event %d\n\n" % i], sub.cursor)
         server.coalescer.hold(conn)
     return recorders
 
@@ -229,7 +229,7 @@ async def test_the_rate_is_a_busy_connections_not_the_average() -> None:
     for _ in range(2):  # a connection is counted once per sample, however often it is flushed
         for conn in conns[:10]:
             assert conn.sub is not None
-            conn.sub._frames.append(b"data: x\n\n")
+            conn.sub.queue([b"data: x\n\n"], conn.sub.cursor)
             conn.flush(conn.sub)
     assert coalescer.active == 10
     coalescer.sample(share=0.9, deliveries=10 * 400.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hopcast.config import PREFIX, Settings
+from hopcast._core.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

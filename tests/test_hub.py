@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator, Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hopcast.broker import Message, Pace, StartAt
-from hopcast.broker.memory import MemoryBroker, _MemoryReader
-from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable
-from hopcast.hub import Hub
-from hopcast.subscription import Subscription
-from hopcast.topics import Pattern
-from hopcast.trie import PatternTrie
+from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.memory import MemoryBroker, _MemoryReader
+from hopcast._core.errors import BrokerUnavailable
+from hopcast._core.settings import Settings
+from hopcast._core.topics import Pattern
+from hopcast._hub.hub import Hub
+from hopcast._hub.patterns import PatternTrie
+from hopcast._hub.subscription import Subscription
 from tests import sse_spec
 from tests.support import until
 
@@ -35,8 +35,8 @@ def _hub() -> Hub:
 )
 def test_trie_matches_like_patterns(patterns: list[list[str]], topics: list[list[str]]) -> None:
     hub = _hub()
-    trie = PatternTrie()
-    subs = [Subscription(hub, [Pattern.parse(".".join(p))], None, None) for p in patterns]
+    trie: PatternTrie[Subscription] = PatternTrie()
+    subs = [hub.subscribe([Pattern.parse(".".join(p))]) for p in patterns]
     for sub in subs:
         trie.add(sub)
     for words in topics:
@@ -60,7 +60,7 @@ def test_a_subscription_matches_as_its_patterns_do(
     patterns: list[list[str]], topics: list[list[str]]
 ) -> None:
     parsed = [Pattern.parse(".".join(p)) for p in patterns]
-    sub = Subscription(_hub(), parsed, None, None)
+    sub = _hub().subscribe(parsed)
     for words in topics:
         topic = ".".join(words)
         assert sub.matches(topic) == any(p.matches(topic) for p in parsed), topic
@@ -68,18 +68,16 @@ def test_a_subscription_matches_as_its_patterns_do(
 
 def test_one_subscription_with_overlapping_patterns_is_matched_once() -> None:
     hub = _hub()
-    trie = PatternTrie()
-    sub = Subscription(
-        hub, [Pattern.parse("a.*"), Pattern.parse("#"), Pattern.parse("a.b")], None, None
-    )
+    trie: PatternTrie[Subscription] = PatternTrie()
+    sub = hub.subscribe([Pattern.parse("a.*"), Pattern.parse("#"), Pattern.parse("a.b")])
     trie.add(sub)
     assert trie.match("a.b") == (sub,)
 
 
 def test_nested_hashes_do_not_explode() -> None:
     hub = _hub()
-    trie = PatternTrie()
-    trie.add(Subscription(hub, [Pattern.parse(".".join(["#"] * 12 + ["x"]))], None, None))
+    trie: PatternTrie[Subscription] = PatternTrie()
+    trie.add(hub.subscribe([Pattern.parse(".".join(["#"] * 12 + ["x"]))]))
     # the exponential walk took seconds on a third of this; the suite's timeout catches a relapse
     assert trie.match(".".join(["a"] * 60)) == ()
 

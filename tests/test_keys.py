@@ -23,8 +23,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from hopcast.auth import Authorizer, AuthSettings, Unauthorized
-from hopcast.errors import ConfigError
+from hopcast._core.errors import ConfigError, Unauthorized
+from hopcast._rights.tokens import Authorizer, AuthSettings
 from tests.jwt_kit import (
     FAST,
     HS,

@@ -10,9 +10,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pamqp import encode
 
-from hopcast.app import EPOCH, MAX_OFFSET, parse_offset, parse_since
-from hopcast.errors import InvalidInput, InvalidOffset, InvalidTopic
-from hopcast.topics import MAX_TOPIC_BYTES, Pattern, parse_topic
+from hopcast._core.errors import InvalidInput, InvalidOffset, InvalidTopic
+from hopcast._core.topics import MAX_TOPIC_BYTES, Pattern, parse_topic
+from hopcast._http.app import EPOCH, MAX_OFFSET, parse_offset, parse_since
 
 FAST = settings(max_examples=300, deadline=None)
 

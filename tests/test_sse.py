@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hopcast.errors import InvalidEventName, InvalidInput
-from hopcast.sse import (
+from hopcast._core.errors import InvalidEventName, InvalidInput
+from hopcast._core.sse import (
     MISSED,
     TOKEN_EXPIRED,
     UNDELIVERABLE,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hopcast.errors import InvalidInput, InvalidTopic
-from hopcast.topics import Pattern, parse_topic
+from hopcast._core.errors import InvalidInput, InvalidTopic
+from hopcast._core.topics import Pattern, parse_topic
 
 FAST = settings(max_examples=300, deadline=None)
 

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from hopcast.broker import Message, wire
-from hopcast.broker.consumer import StreamConsumer
-from hopcast.errors import BrokerUnavailable
+from hopcast._broker import wire
+from hopcast._broker.base import Message
+from hopcast._broker.consumer import StreamConsumer
+from hopcast._core.errors import BrokerUnavailable, FrameError
 
 CONSUMER_TAG = "amq.ctag-abcdefghijklmnopqrstuv"
 
@@ -105,9 +106,9 @@ def test_encoding_round_trips_the_fields_a_consumer_sends() -> None:
     assert wire.encode_ack(1, 5)[-2:] == b"\x01\xce"
     stamped = wire.table({"x-stream-offset": datetime(2026, 1, 1, tzinfo=UTC)})
     assert stamped[4 + 1 + len("x-stream-offset")] == ord("T")
-    with pytest.raises(wire.FrameError):
+    with pytest.raises(FrameError):
         wire.table({"x": 1.5})
-    with pytest.raises(wire.FrameError):
+    with pytest.raises(FrameError):
         wire.shortstr("x" * 256)
 
 

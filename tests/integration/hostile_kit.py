@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from hopcast.broker.memory import MemoryBroker
-from hopcast.config import Settings
+from hopcast._broker.memory import MemoryBroker
+from hopcast._core.settings import Settings
 from tests.support import Gateway, Listener, serve_in_loop
 
 PROBLEM = "application/problem+json"

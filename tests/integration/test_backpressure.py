@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from hopcast.broker.memory import MemoryBroker
+from hopcast._broker.memory import MemoryBroker
 from tests.integration.test_gateway import publish_raw
 from tests.support import Listener, Names, free_port, serve_in_loop, settings_for
 
@@ -54,7 +54,7 @@ async def test_a_slow_client_is_cut_off_and_catches_up(broker_kind: str, names: 
 
 
 async def _cut_off(hub: object) -> None:
-    from hopcast.hub import Hub
+    from hopcast._hub.hub import Hub
 
     assert isinstance(hub, Hub)
     while hub.stats.slow_disconnects == 0:

@@ -16,11 +16,11 @@ import socket
 
 import pytest
 
-import hopcast.hub
-import hopcast.listener
-import hopcast.responses
-from hopcast.broker.memory import MemoryBroker
-from hopcast.client import EventStreamParser
+import hopcast._http.server
+import hopcast._http.streaming
+import hopcast._hub.replay
+from hopcast._broker.memory import MemoryBroker
+from hopcast._client import EventStreamParser
 from tests.support import (
     Names,
     amqp_publish,
@@ -99,9 +99,9 @@ class RawReader:
 @pytest.fixture
 def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stall bound of a few seconds, and a gather long enough that all members share a reader."""
-    monkeypatch.setattr(hopcast.hub, "CATCHUP_GATHER", 1.0)
-    monkeypatch.setattr(hopcast.listener, "STALL_TIMEOUT", STALL)
-    monkeypatch.setattr(hopcast.responses, "SEND_TIMEOUT", STALL)
+    monkeypatch.setattr(hopcast._hub.replay, "CATCHUP_GATHER", 1.0)
+    monkeypatch.setattr(hopcast._http.server, "STALL_TIMEOUT", STALL)
+    monkeypatch.setattr(hopcast._http.streaming, "SEND_TIMEOUT", STALL)
 
 
 @pytest.fixture(

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 import pika
 import pytest
 
-from hopcast import coalescing
-from hopcast.broker import Message, amqp
-from hopcast.broker.amqp import AmqpBroker
-from hopcast.broker.consumer import StreamConsumer
-from hopcast.errors import BrokerUnavailable
+from hopcast._broker import amqp
+from hopcast._broker.amqp import AmqpBroker
+from hopcast._broker.base import Message
+from hopcast._broker.consumer import StreamConsumer
+from hopcast._core.errors import BrokerUnavailable
+from hopcast._http import writes as coalescing
 from tests.support import (
     AMQP_URL,
     Listener,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from hopcast.broker.memory import MemoryBroker
+from hopcast._broker.memory import MemoryBroker
 from tests.support import (
     Gateway,
     Listener,

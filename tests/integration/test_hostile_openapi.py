@@ -33,8 +33,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from hopcast.config import Settings
-from hopcast.openapi import document
+from hopcast._core.settings import Settings
+from hopcast._http.openapi import document
 from tests.integration.hostile_kit import (
     IO_TIMEOUT,
     PROBLEM,

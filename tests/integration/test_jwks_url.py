@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hopcast import keys
-from hopcast.app import create_app
-from hopcast.errors import ConfigError
+from hopcast._core.errors import ConfigError
+from hopcast._http.app import create_app
+from hopcast._rights import keys
 from tests.support import free_port, serve_asgi, serve_in_loop, settings_for, until
 
 A, B = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
@@ -89,7 +89,7 @@ async def test_a_new_kid_is_fetched_when_a_token_names_it(caplog: pytest.LogCapt
         await _until_status(http, token("a", A), 401)
         assert await status(http, token("b", B)) == 202
         issuer.broken = True  # a failed fetch keeps the keys in use
-        with caplog.at_level(logging.WARNING, logger="hopcast.keys"):
+        with caplog.at_level(logging.WARNING, logger="hopcast.rights"):
             await status(http, token("zz", A))
             await until(lambda: "answered 503" in caplog.text, "a failed fetch is logged")
         assert await status(http, token("b", B)) == 202
@@ -129,7 +129,7 @@ async def test_no_keys_at_start_up_is_a_clear_error(
     issuer = Issuer(("a", A))
     issuer.broken = answer == 503
     issuer.garbage = answer if isinstance(answer, bytes) else None
-    caplog.set_level(logging.WARNING, logger="hopcast.keys")
+    caplog.set_level(logging.WARNING, logger="hopcast.rights")
     async with serve_asgi(issuer.app) as issuer_url:
         url = f"http://127.0.0.1:{free_port()}/jwks.json" if answer is None else issuer_url
         url += "" if answer is None else "/jwks.json"
@@ -148,7 +148,7 @@ async def test_garbage_later_keeps_the_keys_in_use(caplog: pytest.LogCaptureFixt
     async with gateway(issuer, jwks_refresh=3600) as http:
         for garbage in [b"<html>", json.dumps({"keys": [PRIVATE]}).encode()]:
             issuer.garbage = garbage
-            with caplog.at_level(logging.WARNING, logger="hopcast.keys"):
+            with caplog.at_level(logging.WARNING, logger="hopcast.rights"):
                 caplog.clear()
                 assert await status(http, token("zz", A)) == 401  # sends it looking
                 await until(lambda: "keeping the 1 key(s) in use" in caplog.text, "logged")

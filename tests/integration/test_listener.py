@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from hopcast import coalescing, listener
+from hopcast._http import server as listener
+from hopcast._http import writes as coalescing
 from tests.integration.test_gateway import publish_raw
 from tests.support import Gateway, Listener, Names, serve_in_loop, settings_for
 

@@ -9,7 +9,7 @@ import aiormq
 import pytest
 from pamqp import commands as spec
 
-from hopcast.topics import Pattern, parse_topic
+from hopcast._core.topics import Pattern, parse_topic
 from tests.support import AMQP_URL
 
 pytestmark = pytest.mark.rabbitmq

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 
-from hopcast.broker import Message, Pace, StartAt
-from hopcast.errors import BrokerUnavailable
+from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._core.errors import BrokerUnavailable
 
 READ_BATCH = 512
 

@@ -1,52 +1,39 @@
-"""The hub: one live stream reader per process, a pattern trie, a replay ring, and resume.
+"""The hub: one live stream reader per process, dispatch through a pattern index, and resume.
 
-The data path is stream → `Hub._dispatch` → `Subscription` (`hopcast.subscription`:
-each client's queue and cursor) → its writer, a connection in `hopcast.listener`
-or, when mounted, `EventStreamResponse` in `hopcast.responses`. How a resume hands
-over from replay to live without a gap or a duplicate is drawn in
+The data path is stream → `Hub._dispatch` → `deliver` into each matching
+`Subscription` (`hopcast._hub.subscription`: a client's queue and cursor) → its
+writer, a connection of the HTTP edge. Resumes are placed here (`Hub.place`)
+and served by the ring and the catch-up readers (`hopcast._hub.replay`). How a
+resume hands over from replay to live without a gap or a duplicate is drawn in
 ``docs/architecture.md``.
 
+>>> from hopcast._broker.memory import MemoryBroker
 >>> hub = Hub(MemoryBroker(), Settings.from_env({"HOPCAST_BROKER": "memory://"}))
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import random
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hopcast.broker import Broker, Message, Pace, StartAt
-from hopcast.broker.memory import MemoryBroker
-from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable
-from hopcast.sse import encode_message, encode_missed
-from hopcast.subscription import Mode, Since, Subscription
-from hopcast.topics import Pattern
-from hopcast.trie import PatternTrie
+from hopcast._broker.base import Broker, Message, Pace, StartAt
+from hopcast._core.errors import BrokerUnavailable, SubscriptionClosed
+from hopcast._core.settings import Settings
+from hopcast._core.sse import encode_message, encode_missed
+from hopcast._core.topics import Pattern
+from hopcast._hub.patterns import PatternTrie
+from hopcast._hub.replay import CatchUps, Event, Ring
+from hopcast._hub.subscription import Mode, Since, Subscription, deliver
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.hub")  # named by layer: module paths are internal
 
-REPLAY_CHUNK = 512
-"""Ring events scanned per writer wake-up, so one resume does not hold the loop."""
-CATCHUP_GATHER = 0.05
-"""Seconds a new catch-up reader waits for other resumes to join it before it starts."""
 DISPATCH_SLICE = 128
 """Events dispatched before writers get a turn: a burst must not overflow a fast client's queue."""
 BACKOFF_START = 0.2
 BACKOFF_MAX = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """An event as dispatched: its offset, topic and encoded frame."""
-
-    offset: int
-    topic: str
-    frame: bytes
 
 
 @dataclass
@@ -56,129 +43,8 @@ class Stats:
     events: int = 0
     deliveries: int = 0
     slow_disconnects: int = 0
-    catchup_readers: int = 0
-    catchup_readers_started: int = 0
     reconnects: int = 0
     refused_connections: int = 0
-
-
-class _CatchUp:
-    """A temporary stream reader shared by resumes from nearby offsets."""
-
-    def __init__(self, hub: Hub, start: StartAt) -> None:
-        self.hub = hub
-        self.start = start
-        self.members: list[Subscription] = []
-        self.position: int | None = None
-        self.first: int | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.room = asyncio.Event()
-        """Set when a member's writer takes its frames (or the member closes)."""
-
-    def add(self, sub: Subscription) -> None:
-        sub.mode = Mode.CATCHUP
-        sub.room = self.room
-        self.members.append(sub)
-
-    def _leave(self, sub: Subscription) -> None:
-        """``sub`` goes on from its own cursor: the ring, or a later catch-up reader."""
-        self.members.remove(sub)
-        sub.room = None
-        if not sub.closed and sub.mode is Mode.CATCHUP:
-            sub.mode = Mode.REPLAY
-            sub._wake.set()
-
-    def can_take(self, after: int) -> bool:
-        if not isinstance(self.start, int) or self.start > after:
-            return False
-        return self.position is None or self.position <= after
-
-    async def run(self) -> None:
-        hub = self.hub
-        await asyncio.sleep(CATCHUP_GATHER)
-        delay = BACKOFF_START
-        hub.stats.catchup_readers += 1
-        hub.stats.catchup_readers_started += 1
-        try:
-            while self.members:
-                # again from the position itself, as the live reader (`Hub._run_reader`)
-                start: StartAt = self.start if self.position is None else self.position
-                try:
-                    async with hub.broker.read(start, purpose="catch-up") as reader:
-                        first_of_read = True
-                        async for batch in reader:
-                            if await self._feed(batch, first_of_read):
-                                return
-                            first_of_read = False
-                            delay = BACKOFF_START
-                except BrokerUnavailable as exc:
-                    log.warning("catch-up reader: %s; retrying in %.1f s", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(BACKOFF_MAX, delay * 2)
-        finally:
-            hub.stats.catchup_readers -= 1
-            hub._catchups.discard(self)
-            for sub in list(self.members):
-                self._leave(sub)
-
-    async def _feed(self, batch: Sequence[Message], first_of_read: bool) -> bool:
-        """Hand a batch to the members; True once the hub's ring or live stream takes over.
-
-        A read that begins past a member's cursor + 1 (its first batch; later ones may
-        step over offsets that hold no event) began where retention left the stream.
-
-        No member waits for another: one still a whole queue behind when the next batch
-        comes leaves, and goes on from its own cursor at its own pace once its writer
-        took what it holds (`Hub._replay_step`: the ring, or a reader of its own or a
-        later shared one). The reader waits only while every member is that far behind.
-        A member that makes no progress at all is cut off by its writer's send timeout.
-        """
-        hub = self.hub
-        if self.first is None:
-            self.first = batch[0].offset
-            for sub in self.members:
-                if sub.since is not None:
-                    sub.cursor = self.first - 1
-                    sub.since = None  # placed: a later reader takes it from its cursor
-        max_size = hub.settings.max_event_bytes
-        limit = hub.settings.queue_size
-        encoded: dict[int, bytes] = {}
-        last = batch[-1].offset
-        for sub in list(self.members):
-            if sub.closed:
-                self.members.remove(sub)
-                continue
-            if sub.pending >= limit:
-                self._leave(sub)
-                continue
-            frames = []
-            if first_of_read and sub.cursor + 1 < batch[0].offset:
-                frames.append(encode_missed("retention", sub.cursor, batch[0].offset))
-            cursor = sub.cursor
-            hits: dict[str, bool] = {}  # a batch holds few topics: match each once
-            for msg in batch:
-                if msg.offset <= cursor:
-                    continue
-                hit = hits.get(msg.topic)
-                if hit is None:
-                    hit = hits[msg.topic] = sub.matches(msg.topic)
-                if hit:
-                    frame = encoded.get(msg.offset)
-                    if frame is None:
-                        frame = encoded[msg.offset] = encode_message(
-                            msg.offset, msg.type, msg.body, max_size
-                        )
-                    frames.append(frame)
-            if last > cursor:
-                sub.cursor = last
-            sub._push_many(frames)
-        self.position = last
-        if hub.covers(last):
-            return True
-        while self.members and all(sub.pending >= limit for sub in self.members):
-            self.room.clear()
-            await self.room.wait()
-        return not self.members
 
 
 class Hub:
@@ -198,9 +64,11 @@ class Hub:
         listener's coalescer sets it: until just before its next turn while it holds
         writes, else 0)."""
         self.shutting_down = False
-        self._ring: deque[Event] = deque(maxlen=settings.ring_size)
-        self._trie = PatternTrie()
-        self._catchups: set[_CatchUp] = set()
+        self._ring = Ring(settings.ring_size)
+        self._trie: PatternTrie[Subscription] = PatternTrie()
+        self.catchups = CatchUps(
+            broker, max_event_bytes=settings.max_event_bytes, covers=self.covers
+        )
         self._subscriptions: set[Subscription] = set()
         self._tail_known = asyncio.Event()
         self._ring_filled = asyncio.Event()
@@ -223,10 +91,10 @@ class Hub:
         """Stop reading and end every subscription."""
         for sub in list(self._subscriptions):
             sub.close("shutdown")
-        tasks = [t for t in [self._reader_task, *(c.task for c in self._catchups)] if t]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.catchups.aclose()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
 
     async def __aenter__(self) -> Hub:
         await self.start()
@@ -247,10 +115,8 @@ class Hub:
     @property
     def earliest(self) -> int:
         """The first offset this process can serve without reading the stream."""
-        return self._ring[0].offset if self._ring else self.position + 1
-
-    async def wait_tail_known(self) -> None:
-        await self._tail_known.wait()
+        first = self._ring.first
+        return first if first is not None else self.position + 1
 
     async def _run_reader(self) -> None:
         delay = BACKOFF_START
@@ -334,9 +200,7 @@ class Hub:
         told = 0
         for sub in list(self._subscriptions):
             if sub.mode is Mode.LIVE and sub.cursor + 1 < first:
-                frame = encode_missed("retention", sub.cursor, first)
-                sub.cursor = first - 1
-                sub._push_many([frame])
+                sub.queue([encode_missed("retention", sub.cursor, first)], first - 1)
                 told += 1
         self._ring.clear()
         log.log(
@@ -356,9 +220,7 @@ class Hub:
         )
         for sub in list(self._subscriptions):
             if sub.mode is Mode.LIVE:
-                frame = encode_missed("reset", sub.cursor, 0)
-                sub.cursor = -1
-                sub._push_many([frame])
+                sub.queue([encode_missed("reset", sub.cursor, 0)], -1)
         self._ring.clear()
         self.position = self.tail_hint = -1
         return "first"
@@ -382,17 +244,9 @@ class Hub:
             ring.append(Event(offset, msg.topic, frame))
             position = self.position = offset
             subs = match(msg.topic)
-            # Subscription.push, inlined: this loop runs once per delivery.
-            for sub in subs:
-                if offset > sub.cursor and not sub.closed:
-                    sub.cursor = offset
-                    frames = sub._frames
-                    frames.append(frame)
-                    if len(frames) == 1:
-                        dirty.append(sub)
-                    elif len(frames) > sub._limit:
-                        sub.cut_slow()
-            deliveries += len(subs)
+            if subs:
+                deliver(subs, offset, frame, dirty)
+                deliveries += len(subs)
         self.stats.events += events
         self.stats.deliveries += deliveries
         if dirty:
@@ -404,13 +258,8 @@ class Hub:
     def _flush(self, dirty: list[Subscription]) -> None:
         """Hand the subscriptions that got their first queued frame to their writers."""
         for sub in dirty:
-            if sub.closed:
-                continue
-            sink = sub.sink
-            if sink is not None:
-                sink.flush(sub)
-            else:
-                sub._wake.set()
+            if not sub.closed:
+                sub.flush()
 
     # -- subscriptions ---------------------------------------------------------
 
@@ -418,14 +267,55 @@ class Hub:
         self, patterns: Sequence[Pattern], *, after: int | None = None, since: Since | None = None
     ) -> Subscription:
         """A new subscription; resume after offset ``after``, or start at ``since``."""
-        sub = Subscription(self, patterns, after, since)
+        sub = Subscription(self, patterns, after=after, since=since, limit=self.settings.queue_size)
         self._subscriptions.add(sub)
         return sub
 
+    async def place(self, sub: Subscription) -> int | None:
+        """Put ``sub`` live (its first ``id`` returned), in replay, or in a catch-up."""
+        await self._tail_known.wait()
+        if sub.closed:
+            raise SubscriptionClosed(sub.closed)
+        if sub.after is not None:
+            cursor = sub.after
+            frames = []
+            if sub.after > max(self.position, self.tail_hint) and not await self.reaches(sub.after):
+                first = self.earliest
+                frames.append(encode_missed("reset", sub.after, first))
+                cursor = first - 1
+            if sub.closed:
+                raise SubscriptionClosed(sub.closed)
+            sub.queue(frames, cursor)
+            sub.enter(Mode.REPLAY)
+            return None
+        if sub.since is not None:
+            self.catchups.join(sub, sub.since)
+            return None
+        sub.cursor = max(self.position, self.tail_hint)
+        self._go_live(sub)
+        return sub.cursor
+
+    def step(self, sub: Subscription) -> None:
+        """Queue the next ring events after the cursor; go live or to the stream at the ends."""
+        cursor = sub.cursor
+        if cursor >= self.position:
+            self._go_live(sub)
+        elif not self._ring.reaches(cursor):
+            self.catchups.join(sub, cursor)
+        else:
+            self._ring.replay(sub)
+
+    def forget(self, sub: Subscription, reason: str) -> None:
+        """``sub`` closed: it leaves the index (a catch-up drops it at its next batch)."""
+        self._subscriptions.discard(sub)
+        if sub.mode is Mode.LIVE:
+            self._trie.remove(sub)
+        if reason == "slow":
+            self.stats.slow_disconnects += 1
+
     def covers(self, after: int) -> bool:
         """Whether every event after offset ``after`` is in the ring or yet to be dispatched."""
-        ring = self._ring
-        return after >= self.position or (bool(ring) and ring[0].offset <= after + 1)
+        return after >= self.position or self._ring.reaches(after)
 
     async def reaches(self, offset: int) -> bool:
         """Whether the broker's stream holds ``offset`` (one probe shared by concurrent asks)."""
@@ -440,53 +330,8 @@ class Hub:
     def _go_live(self, sub: Subscription) -> None:
         if sub.closed:
             return
-        sub.mode = Mode.LIVE
+        sub.enter(Mode.LIVE)
         self._trie.add(sub)
 
-    def _replay_step(self, sub: Subscription) -> None:
-        """Queue the next ring events after the cursor; go live or to the stream at the ends."""
-        ring = self._ring
-        cursor = sub.cursor
-        if cursor >= self.position:
-            self._go_live(sub)
-            return
-        if not ring or ring[0].offset > cursor + 1:
-            self._join_catchup(sub, cursor)
-            return
-        i = bisect.bisect_right(ring, cursor, key=_offset_of)
-        end = min(len(ring), i + REPLAY_CHUNK)
-        frames = sub._frames
-        hits: dict[str, bool] = {}  # a chunk holds few topics: match each once
-        for k in range(i, end):
-            event = ring[k]
-            hit = hits.get(event.topic)
-            if hit is None:
-                hit = hits[event.topic] = sub.matches(event.topic)
-            if hit:
-                frames.append(event.frame)
-        sub.cursor = ring[end - 1].offset
 
-    def _join_catchup(self, sub: Subscription, start: int | Since) -> None:
-        if sub.closed:
-            return
-        if isinstance(start, int):
-            for catchup in self._catchups:
-                if catchup.can_take(start):
-                    catchup.add(sub)
-                    return
-        catchup = _CatchUp(self, start)
-        catchup.add(sub)
-        self._catchups.add(catchup)
-        catchup.task = asyncio.create_task(catchup.run(), name="hopcast-catch-up")
-
-    def _forget(self, sub: Subscription) -> None:
-        self._subscriptions.discard(sub)
-        if sub.mode is Mode.LIVE:
-            self._trie.remove(sub)
-
-
-def _offset_of(event: Event) -> int:
-    return event.offset
-
-
-__all__ = ["Event", "Hub", "MemoryBroker", "Stats"]
+__all__ = ["Hub", "Stats"]

@@ -2,7 +2,7 @@
 
 A `ParsedRequest` holds the URL, headers and body that httptools hands over,
 within the size limits, and gives the request's ASGI scope. The app's own checks
-admit an event stream (`admit_stream`); from there `hopcast.listener` writes the
+admit an event stream (`admit_stream`); from there `hopcast._http.server` writes the
 stream itself, `stream_head` first. Every other request (publish, health,
 metrics, errors) runs through the Starlette app with its whole body at once
 (`call_app`) and gets one HTTP/1.1 message back (`encode_response`: the app's
@@ -25,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Scope
 
-from hopcast.app import Admitted, error_response, open_subscription
-from hopcast.errors import HopcastError
-from hopcast.responses import SSE_HEADERS
+from hopcast._core.errors import HopcastError
+from hopcast._http.app import Admitted, error_response, open_subscription
+from hopcast._http.streaming import SSE_HEADERS
 
 STREAM_HEAD = (
     b"HTTP/1.1 200 OK\r\n"

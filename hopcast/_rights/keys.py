@@ -28,12 +28,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from hopcast.errors import ConfigError
+from hopcast._core.errors import ConfigError
 
 if TYPE_CHECKING:
     from jwt.algorithms import AllowedPublicKeys
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.rights")  # named by layer: module paths are internal
 
 MIN_SECRET_BYTES = 32
 """RFC 7518 §3.2: an HS256 key is at least as long as the hash output."""

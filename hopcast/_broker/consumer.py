@@ -6,7 +6,7 @@ the socket's bytes into `Message` values, in batches of whatever one read
 holds, and acknowledges with one ``basic.ack`` (``multiple``) once the hub has
 taken a quarter of the prefetch: the acks are the stream's credit, so an
 unread backlog stops the broker at ``prefetch`` messages. Given a ``pace``
-(`hopcast.broker.Pace`), it leaves the socket unread for as long as that asks
+(`hopcast._broker.base.Pace`), it leaves the socket unread for as long as that asks
 after each read: while the gateway holds writes, until just before the next
 turn. A message it cannot decode (no integer ``x-stream-offset``, a routing
 key or ``type`` that is not UTF-8) is acknowledged, logged and stepped over;
@@ -31,10 +31,11 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from hopcast.broker import Message, Pace, wire
-from hopcast.errors import BrokerUnavailable
+from hopcast._broker import wire
+from hopcast._broker.base import Message, Pace
+from hopcast._core.errors import BrokerUnavailable, FrameError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.broker")  # named by layer: module paths are internal
 
 Offset = int | datetime | str
 """An ``x-stream-offset``: an offset, a time, or ``first``, ``next``, ``last``."""
@@ -251,17 +252,17 @@ class StreamConsumer(asyncio.Protocol):
             while size - pos >= 8:
                 kind, _channel, length = head(buf, pos)
                 if kind not in wire.FRAME_TYPES or length > self._frame_max:
-                    raise wire.FrameError(f"a frame of type {kind} and {length} bytes")
+                    raise FrameError(f"a frame of type {kind} and {length} bytes")
                 start = pos + 7
                 end = start + length
                 if end >= size:
                     break
                 if buf[end] != wire.FRAME_END:
-                    raise wire.FrameError("a frame without its end octet")
+                    raise FrameError("a frame without its end octet")
                 pos = end + 1
                 if kind == wire.FRAME_BODY:
                     if delivery is None:
-                        raise wire.FrameError("a body frame outside a delivery")
+                        raise FrameError("a body frame outside a delivery")
                     delivery.parts.append(buf[start:end])
                     delivery.size -= length
                     if delivery.size <= 0:
@@ -278,7 +279,7 @@ class StreamConsumer(asyncio.Protocol):
                         self._method(method, buf[start:end])
                 elif kind == wire.FRAME_HEADER:
                     if delivery is None:
-                        raise wire.FrameError("a header frame outside a delivery")
+                        raise FrameError("a header frame outside a delivery")
                     wire.decode_header(buf, start, delivery)
                     if delivery.size == 0:
                         self._complete(delivery)

@@ -21,12 +21,12 @@ import aiormq
 import aiormq.abc
 from pamqp import commands as spec
 
-from hopcast.broker import Message, Pace, StartAt
-from hopcast.broker.consumer import StreamConsumer
-from hopcast.config import Settings
-from hopcast.errors import BrokerUnavailable, PublishNotConfirmed
+from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.consumer import StreamConsumer
+from hopcast._core.errors import BrokerUnavailable, PublishNotConfirmed
+from hopcast._core.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.broker")  # named by layer: module paths are internal
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 
-from hopcast.errors import InvalidEventName
+from hopcast._core.errors import InvalidEventName
 
 RESERVED_PREFIX = "hopcast-"
 MAX_EVENT_NAME_CHARS = 255

@@ -28,8 +28,9 @@ from typing import Any, Literal
 
 import jwt
 
-from hopcast.errors import ConfigError, HopcastError, InvalidTopic
-from hopcast.keys import (
+from hopcast._core.errors import ConfigError, Forbidden, InvalidTopic, Unauthorized
+from hopcast._core.topics import Pattern, parse_topic
+from hopcast._rights.keys import (
     DEFAULT_JWKS_REFRESH,
     Key,
     RemoteKeySet,
@@ -38,16 +39,12 @@ from hopcast.keys import (
     pem_key,
     secret_key,
 )
-from hopcast.topics import Pattern, parse_topic
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.rights")  # named by layer: module paths are internal
 
 AuthMode = Literal["none", "jwt"]
-BearerError = Literal["invalid_request", "invalid_token"]
-Action = Literal["subscribe", "publish"]
 
 DEFAULT_COOKIE_NAME = "hopcast_token"
-REALM = "hopcast"
 CLAIM = "hopcast"
 QUERY_PARAM = "access_token"
 LEEWAY_SECONDS = 5
@@ -80,62 +77,6 @@ _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
     (jwt.InvalidKeyError, "the token does not fit the configured key"),
     (jwt.DecodeError, "the token is malformed"),
 )
-
-
-class Unauthorized(HopcastError):
-    """No usable token; answer with `status` and a ``WWW-Authenticate: <www_authenticate>`` header.
-
-    >>> Unauthorized("the token has expired").www_authenticate
-    'Bearer realm="hopcast", error="invalid_token", error_description="the token has expired"'
-    """
-
-    def __init__(self, description: str, error: BearerError | None = "invalid_token") -> None:
-        super().__init__(description)
-        self.description = description
-        self.error = error
-
-    @classmethod
-    def missing(cls) -> Unauthorized:
-        """The request carried no token (RFC 6750 §3.1: then no error code is given)."""
-        return cls("this request needs a bearer token", error=None)
-
-    @property
-    def status(self) -> int:
-        """401, or 400 for a malformed request as RFC 6750 §3.1 asks."""
-        return 400 if self.error == "invalid_request" else 401
-
-    @property
-    def www_authenticate(self) -> str:
-        """The ``WWW-Authenticate`` header value (RFC 6750 §3)."""
-        return _challenge(self.error, self.description)
-
-
-class Forbidden(HopcastError):
-    """A verified token that does not allow this pattern or topic (403).
-
-    >>> str(Forbidden("subscribe", "orders.#"))
-    "the token does not allow subscribe on 'orders.#'"
-    """
-
-    status = 403
-
-    def __init__(self, action: Action, target: str) -> None:
-        super().__init__(f"the token does not allow {action} on {target!r}")
-        self.action = action
-        self.target = target
-
-    @property
-    def www_authenticate(self) -> str:
-        """The ``WWW-Authenticate`` header value (RFC 6750 §3.1, insufficient_scope)."""
-        return _challenge("insufficient_scope", str(self))
-
-
-def _challenge(error: str | None, description: str) -> str:
-    if error is None:
-        return f'Bearer realm="{REALM}"'
-    # RFC 6750 allows only printable ASCII without '"' and '\' in error_description.
-    safe = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in description)
-    return f'Bearer realm="{REALM}", error="{error}", error_description="{safe[:200]}"'
 
 
 @dataclass(frozen=True, slots=True)

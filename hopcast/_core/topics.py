@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hopcast.errors import InvalidTopic
+from hopcast._core.errors import InvalidTopic
 
 MAX_TOPIC_BYTES = 255
 MAX_WORD_CHARS = 64

@@ -1,6 +1,6 @@
 """AMQP 0-9-1 on the wire: the frames and fields a stream consumer reads and writes.
 
-Only what `hopcast.broker.consumer` needs: method frames for the handshake, a
+Only what `hopcast._broker.consumer` needs: method frames for the handshake, a
 channel, ``basic.qos``/``consume``/``ack``, and the three frames of a delivery.
 Publishing and declaring stay with aiormq; this codec exists because reading
 the stream is the gateway's hot path, and a general client parses every frame
@@ -15,6 +15,8 @@ from __future__ import annotations
 import struct
 from datetime import datetime
 from typing import Any
+
+from hopcast._core.errors import FrameError
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_HEARTBEAT = 1, 2, 3, 8
@@ -53,10 +55,6 @@ _I64 = struct.Struct(">q")
 _U64 = struct.Struct(">Q")
 _HEADER_FIXED = struct.Struct(">HHQH")  # class, weight, body size, first property flags
 _ACK = struct.Struct(">BHIHHQBB")
-
-
-class FrameError(ValueError):
-    """Bytes that are not AMQP 0-9-1 as this codec knows it."""
 
 
 # -- encoding -----------------------------------------------------------------

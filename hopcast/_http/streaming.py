@@ -1,7 +1,7 @@
 """What a subscription is answered with when the app runs under an ASGI server.
 
 `EventStreamResponse` streams it (`hopcast serve` writes streams itself, in
-`hopcast.listener`); `ComeBackLater` is the finite answer that sends an
+`hopcast._http.server`); `ComeBackLater` is the finite answer that sends an
 EventSource away for a while without making it give up.
 """
 
@@ -18,17 +18,17 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from hopcast.config import Settings
-from hopcast.errors import SubscriptionClosed
-from hopcast.hub import Hub
-from hopcast.sse import (
+from hopcast._core.errors import SubscriptionClosed
+from hopcast._core.settings import Settings
+from hopcast._core.sse import (
     TOKEN_EXPIRED,
     encode_gateway_event,
     encode_heartbeat,
     encode_preamble,
     encode_retry,
 )
-from hopcast.subscription import Subscription
+from hopcast._hub.hub import Hub
+from hopcast._hub.subscription import Subscription
 
 SEND_TIMEOUT = 30.0
 """Seconds one write may wait on a client's full socket before the client is cut off."""

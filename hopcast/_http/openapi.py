@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hopcast.config import Settings
-from hopcast.sse import MAX_EVENT_NAME_CHARS, RESERVED_PREFIX
-from hopcast.topics import MAX_TOPIC_BYTES, MAX_WORD_CHARS
+from hopcast._core.settings import Settings
+from hopcast._core.sse import MAX_EVENT_NAME_CHARS, RESERVED_PREFIX
+from hopcast._core.topics import MAX_TOPIC_BYTES, MAX_WORD_CHARS
 
 PROBLEM = "application/problem+json"
 WORD = f"[A-Za-z0-9_:-]{{1,{MAX_WORD_CHARS}}}"

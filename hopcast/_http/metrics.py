@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from hopcast.hub import Hub
+    from hopcast._hub.hub import Hub
 
 
 class HubCollector(Collector):
@@ -41,7 +41,7 @@ class HubCollector(Collector):
         yield CounterMetricFamily(
             "hopcast_catchup_readers_started",
             "Temporary stream readers opened for resumes beyond the ring",
-            value=stats.catchup_readers_started,
+            value=hub.catchups.started,
         )
         yield CounterMetricFamily(
             "hopcast_refused_connections",
@@ -50,7 +50,7 @@ class HubCollector(Collector):
         )
         yield GaugeMetricFamily("hopcast_subscribers", "Open subscriptions", value=hub.subscribers)
         yield GaugeMetricFamily(
-            "hopcast_catchup_readers", "Temporary stream readers", value=stats.catchup_readers
+            "hopcast_catchup_readers", "Temporary stream readers", value=hub.catchups.running
         )
         yield GaugeMetricFamily(
             "hopcast_stream_position", "Last stream offset dispatched", value=hub.position

@@ -24,7 +24,9 @@ from types import TracebackType
 
 import httpx
 
-log = logging.getLogger(__name__)
+from hopcast._core.errors import SubscriptionRefused
+
+log = logging.getLogger("hopcast.client")  # named by layer: module paths are internal
 
 RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -40,15 +42,6 @@ class Event:
     id: str
     event: str
     data: str
-
-
-class SubscriptionRefused(Exception):
-    """The gateway answered the subscription with an error; retrying would not help."""
-
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"{status}: {body[:500]}")
-        self.status = status
-        self.body = body
 
 
 class EventStreamParser:

@@ -3,10 +3,10 @@
 Only the CLI and the worker processes configure logging; an app mounted in
 another one logs through whatever that one set up.
 
->>> record = logging.LogRecord("hopcast.hub", logging.WARNING, "", 0, "lag %d", (3,), None)
+>>> record = logging.LogRecord("hopcast._hub.hub", logging.WARNING, "", 0, "lag %d", (3,), None)
 >>> line = json.loads(JsonFormatter(worker=False).format(record))
 >>> {key: value for key, value in line.items() if key != "time"}
-{'level': 'warning', 'logger': 'hopcast.hub', 'message': 'lag 3'}
+{'level': 'warning', 'logger': 'hopcast._hub.hub', 'message': 'lag 3'}
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from hopcast.config import Settings
+from hopcast._core.settings import Settings
 
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
     "message",

@@ -8,7 +8,7 @@ to the Starlette app, which stays the single place where routes, validation and
 problem details live, and which can still be mounted inside another ASGI app.
 Here live the socket, each connection's state and timeouts, and the stream's
 writes; reading a request within the limits, its ASGI scope, the app's answer
-and its bytes are in `hopcast.request`.
+and its bytes are in `hopcast._http.parsing`.
 
 >>> server = StreamServer(create_app(Settings.from_env({"HOPCAST_BROKER": "memory://"})))
 """
@@ -29,17 +29,23 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.types import Scope
 
-from hopcast.app import Admitted, create_app, problem
-from hopcast.coalescing import LOAD_SAMPLE, Coalescer
-from hopcast.config import Settings
-from hopcast.errors import SubscriptionClosed, cannot_listen
-from hopcast.hub import Hub
-from hopcast.request import ParsedRequest, admit_stream, call_app, encode_response, stream_head
-from hopcast.responses import token_expired_frame
-from hopcast.sse import encode_heartbeat, encode_preamble, encode_retry
-from hopcast.subscription import Mode, Subscription
+from hopcast._core.errors import SubscriptionClosed, cannot_listen
+from hopcast._core.settings import Settings
+from hopcast._core.sse import encode_heartbeat, encode_preamble, encode_retry
+from hopcast._http.app import Admitted, create_app, problem
+from hopcast._http.parsing import (
+    ParsedRequest,
+    admit_stream,
+    call_app,
+    encode_response,
+    stream_head,
+)
+from hopcast._http.streaming import token_expired_frame
+from hopcast._http.writes import LOAD_SAMPLE, Coalescer
+from hopcast._hub.hub import Hub
+from hopcast._hub.subscription import Mode, Subscription
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
 HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head (slow-header clients are cut off)."""
@@ -171,7 +177,7 @@ class HttpConnection(asyncio.Protocol):
         self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
         """Requests read along with the one being answered, answered in turn after it."""
         self.phase = random.random()
-        """Where in a window its held writes go, as a fraction (`hopcast.coalescing.PHASES`)."""
+        """Where in a window its held writes go, as a fraction (`hopcast._http.writes.PHASES`)."""
         self.counted = -1
         """The coalescer's sample round this connection was last counted active in."""
 
@@ -408,7 +414,7 @@ class HttpConnection(asyncio.Protocol):
     def flush(self, sub: Subscription) -> None:
         """Write what is queued now, unless the socket is full or the coalescing window is open.
 
-        Inside the window the connection is held until its turn (`hopcast.coalescing`):
+        Inside the window the connection is held until its turn (`hopcast._http.writes`):
         one timer per turn for all, as a timer per connection would cost more
         than the writes it saves.
         """
@@ -425,7 +431,7 @@ class HttpConnection(asyncio.Protocol):
         self._write(sub.take())
 
     def write_held(self, now: float) -> None:
-        """Its turn came (`hopcast.coalescing`): write what is queued, if the socket takes it."""
+        """Its turn came (`hopcast._http.writes`): write what is queued, if the socket takes it."""
         sub, transport = self.sub, self.transport
         if sub is not None and transport is not None and not self.paused:
             chunk = sub.take()

@@ -17,13 +17,13 @@ from types import FrameType
 
 import uvloop
 
-from hopcast.app import create_app
-from hopcast.config import Settings
-from hopcast.errors import ConfigError, cannot_listen
-from hopcast.listener import StreamServer
-from hopcast.logs import configure_logging
+from hopcast._core.errors import ConfigError, cannot_listen
+from hopcast._core.logs import configure_logging
+from hopcast._core.settings import Settings
+from hopcast._http.app import create_app
+from hopcast._http.server import StreamServer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.supervisor")  # named by layer: module paths are internal
 
 RESTART_PAUSE = 0.5
 

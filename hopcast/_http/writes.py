@@ -17,12 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from hopcast.listener import HttpConnection
-
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
 BUSY_ON = 0.35
 BUSY_OFF = 0.1
@@ -90,6 +87,16 @@ second alone queues enough to push the p99 latency past 100 ms).
 """
 
 
+class Held(Protocol):
+    """A connection whose write waits for its turn (the listener's connections)."""
+
+    phase: float
+    """Where in a window its held writes go, as a fraction of it."""
+
+    def write_held(self, now: float) -> None:
+        """Its turn came: write what is queued, if the socket takes it."""
+
+
 def should_hold(busy: float, fill: float, holding: bool) -> bool:
     """Whether to hold writes, for a gateway using ``busy`` of a core whose connections
     get ``fill`` events each within the configured window; with hysteresis on both.
@@ -131,7 +138,7 @@ class Coalescer:
         self.turns = PHASES
         """Turns a window's held connections are flushed in: one per `TURN_CONNECTIONS`,
         within `MIN_TURNS` and `PHASES`."""
-        self._held: list[list[HttpConnection]] = [[] for _ in range(PHASES)]
+        self._held: list[list[Held]] = [[] for _ in range(PHASES)]
         self._timer: asyncio.TimerHandle | None = None
         self._phase = 0
 
@@ -174,7 +181,7 @@ class Coalescer:
             return self.window / self.turns
         return max(0.0, self._timer.when() - asyncio.get_running_loop().time() - READ_LEAD)
 
-    def hold(self, conn: HttpConnection) -> None:
+    def hold(self, conn: Held) -> None:
         """Flush ``conn`` with the others of its turn when it comes (within one window)."""
         self._held[int(conn.phase * self.turns)].append(conn)
         if self._timer is None:
@@ -229,6 +236,7 @@ __all__ = [
     "READ_LEAD",
     "TURN_CONNECTIONS",
     "Coalescer",
+    "Held",
     "coalescing_window",
     "should_hold",
 ]

@@ -22,17 +22,27 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from hopcast.auth import QUERY_PARAM, Authorizer, Forbidden, Principal, Unauthorized
-from hopcast.broker import Broker, broker_from_settings
-from hopcast.config import Settings
-from hopcast.errors import (
+from hopcast._broker import broker_from_settings
+from hopcast._broker.base import Broker
+from hopcast._core.errors import (
     BrokerUnavailable,
-    HopcastError,
+    Forbidden,
     InvalidInput,
     InvalidOffset,
+    NotStarted,
+    Unauthorized,
 )
-from hopcast.hub import Hub
-from hopcast.limits import (
+from hopcast._core.settings import Settings
+from hopcast._core.sse import (
+    check_event_name,
+)
+from hopcast._core.topics import Pattern, parse_topic
+from hopcast._http.metrics import render_metrics
+from hopcast._http.openapi import document
+from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHead
+from hopcast._hub.hub import Hub
+from hopcast._hub.subscription import Since, Subscription
+from hopcast._rights.limits import (
     Admission,
     RateLimiter,
     RequestSizeLimit,
@@ -40,16 +50,9 @@ from hopcast.limits import (
     parse_networks,
     retry_after,
 )
-from hopcast.metrics import render_metrics
-from hopcast.openapi import document
-from hopcast.responses import ComeBackLater, EventStreamResponse, StreamHead
-from hopcast.sse import (
-    check_event_name,
-)
-from hopcast.subscription import Since, Subscription
-from hopcast.topics import Pattern, parse_topic
+from hopcast._rights.tokens import QUERY_PARAM, Authorizer, Principal
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
 MAX_OFFSET = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -150,10 +153,6 @@ def _resume_point(request: Request) -> tuple[int | None, Since | None]:
     if since is not None:
         return None, parse_since(since)
     return None, None
-
-
-class NotStarted(HopcastError):
-    """The app's lifespan has not run, so it has no hub (a parent app mounted it without it)."""
 
 
 def _hub(request: Request) -> Hub:

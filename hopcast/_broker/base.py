@@ -1,7 +1,7 @@
-"""The broker interface the hub needs, and how to pick an implementation from a URL.
+"""The broker interface the hub needs (as Mercure's Transport), and what it reads.
 
-Two implementations: `hopcast.broker.amqp.AmqpBroker` (RabbitMQ streams, the
-product) and `hopcast.broker.memory.MemoryBroker` (embedded, same offsets and
+Two implementations: `hopcast._broker.amqp.AmqpBroker` (RabbitMQ streams, the
+product) and `hopcast._broker.memory.MemoryBroker` (embedded, same offsets and
 resume semantics).
 """
 
@@ -11,12 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal, Protocol
-
-from hopcast.errors import ConfigError
-
-if TYPE_CHECKING:
-    from hopcast.config import Settings
+from typing import Literal, Protocol
 
 StartAt = int | datetime | Literal["first", "next"]
 """Where a read starts: an offset (inclusive), a time, the stream's beginning, or its end."""
@@ -72,19 +67,3 @@ class Broker(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection; readers end with `BrokerUnavailable`."""
-
-
-def broker_from_settings(settings: Settings) -> Broker:
-    """Build the broker that ``settings.broker`` names (``amqp://…`` or ``memory://``)."""
-    scheme = settings.broker[0].split(":", 1)[0].lower()
-    if scheme == "memory":
-        from hopcast.broker.memory import MemoryBroker
-
-        return MemoryBroker(max_length=settings.memory_max_events)
-    if scheme in ("amqp", "amqps"):
-        from hopcast.broker.amqp import AmqpBroker
-
-        return AmqpBroker(settings)
-    raise ConfigError(
-        f"broker: unsupported URL scheme {scheme!r} (use amqp://, amqps:// or memory://)"
-    )

@@ -16,9 +16,9 @@ from typing import Any, Literal, get_args, get_origin
 
 import click
 
-from hopcast.config import PREFIX, Settings
-from hopcast.errors import ConfigError
-from hopcast.logs import configure_logging
+from hopcast._core.errors import ConfigError
+from hopcast._core.logs import configure_logging
+from hopcast._core.settings import PREFIX, Settings
 
 log = logging.getLogger("hopcast")
 
@@ -78,7 +78,7 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     configure_logging(settings)
-    from hopcast.server import run
+    from hopcast._supervisor import run
 
     try:
         run(settings)
@@ -177,7 +177,8 @@ def listen_command(
     token: str | None,
 ) -> None:
     """Print the events of PATTERNS as they come (resuming across reconnects)."""
-    from hopcast.client import Client, SubscriptionRefused
+    from hopcast._client import Client
+    from hopcast._core.errors import SubscriptionRefused
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the retries, on stderr
 

@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from hopcast.auth import AuthSettings
-from hopcast.errors import ConfigError
-from hopcast.keys import DEFAULT_JWKS_REFRESH
+from hopcast._core.errors import ConfigError
+from hopcast._rights.keys import DEFAULT_JWKS_REFRESH
+from hopcast._rights.tokens import AuthSettings
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/"
 DEFAULT_HOST = "127.0.0.1"
