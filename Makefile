@@ -15,6 +15,7 @@ lint:
 	$(PY) -m ruff check hopcast tests bench scripts
 	$(PY) -m ruff format --check hopcast tests bench scripts
 	$(PY) -m mypy
+	.venv/bin/lint-imports
 
 format: setup
 	$(PY) -m ruff format hopcast tests bench scripts

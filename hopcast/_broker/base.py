@@ -56,13 +56,21 @@ class Broker(Protocol):
         """Publish and return once the broker confirmed and routed the message."""
 
     def read(self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None) -> Reader:
-        """Open a read of the stream from ``start``; ``pace`` (see `Pace`) spaces its reads."""
+        """Open a read of the stream from ``start``.
+
+        ``purpose`` names the read where an operator sees it (RabbitMQ lists each
+        reader's connection by name, and the log level of its connect depends on it);
+        the memory broker has no connections to name, and ignores it. ``pace`` (see
+        `Pace`) spaces the reads of a socket; the memory broker reads no socket, so
+        there is no wake-up to save, and ignores it.
+        """
 
     async def tail(self, *, patient: bool = False) -> int | None:
         """The offset of the stream's last message, or None when it is empty.
 
         ``patient``: the caller has seen the stream hold messages, so an empty
         answer costs a longer wait first (a broker slow to deliver looks empty).
+        The memory broker knows its tail exactly and at once, and ignores it.
         """
 
     async def aclose(self) -> None:

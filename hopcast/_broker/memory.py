@@ -75,6 +75,7 @@ class MemoryBroker:
         self._grew = asyncio.Event()
 
     async def tail(self, *, patient: bool = False) -> int | None:
+        # exact and at once: nothing to be patient about (`Broker.tail`)
         if self._closed:
             raise BrokerUnavailable("the memory broker is closed")
         return self._messages[-1].offset if len(self._messages) > self._base else None
@@ -82,7 +83,8 @@ class MemoryBroker:
     def read(
         self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
     ) -> _MemoryReader:
-        # ``pace`` spaces socket reads; in memory there is no socket, and no wake-up to save
+        # ``purpose`` names a connection and ``pace`` spaces a socket's reads: in memory
+        # there is neither (`Broker.read`)
         return _MemoryReader(self, start)
 
     def _index_of(self, start: StartAt) -> int:

@@ -1,23 +1,34 @@
 """Settings: one frozen, typed object built from ``HOPCAST_*`` variables and flag overrides.
 
 Every flag ``--some-name`` has the variable ``HOPCAST_SOME_NAME``; list settings
-take a comma-separated value in their variable.
+take a comma-separated value in their variable. The variables are read by
+pydantic-settings: ``Settings()`` reads the process's environment,
+``Settings.from_env(mapping, **flags)`` a given mapping with flags on top. Plain
+data: the layers that need settings build themselves from them.
 
->>> Settings.from_env({"HOPCAST_PORT": "9000"}).port
-9000
+>>> Settings.from_env({"HOPCAST_PORT": "9000", "HOPCAST_PUBLIC": "news.#, weather.*"}).public
+('news.#', 'weather.*')
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from hopcast._core.errors import ConfigError
-from hopcast._rights.keys import DEFAULT_JWKS_REFRESH
-from hopcast._rights.tokens import AuthSettings
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672/"
 DEFAULT_HOST = "127.0.0.1"
@@ -46,18 +57,39 @@ DEFAULT_MAX_URL_BYTES = 4096
 DEFAULT_MAX_HEADER_BYTES = 16_384
 DEFAULT_PUBLISH_RATE = 100.0
 DEFAULT_PUBLISH_BURST = 200
-LIST_FIELDS = frozenset({"broker", "public", "cors_origin", "trusted_proxy"})
+DEFAULT_JWKS_REFRESH = 300.0
 
 Positive = Annotated[int, Field(gt=0)]
 Seconds = Annotated[float, Field(gt=0)]
+Listed = Annotated[tuple[str, ...], NoDecode]
+"""A list setting: its variable holds the items separated by commas."""
+
+_ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("hopcast_env", default=None)
 
 
-class Settings(BaseModel):
+class _Variables(EnvSettingsSource):
+    """pydantic-settings' environment source, over the mapping `Settings.from_env` was given."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRONMENT.get()
+        return {k.lower(): v for k, v in (os.environ if env is None else env).items()}
+
+
+@contextmanager
+def _reading(env: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRONMENT.set(env)
+    try:
+        yield
+    finally:
+        _ENVIRONMENT.reset(token)
+
+
+class Settings(BaseSettings):
     """Everything the gateway can be told; every field has a flag and a variable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="forbid")
 
-    broker: tuple[str, ...] = Field(
+    broker: Listed = Field(
         (DEFAULT_BROKER,),
         description="broker URL (amqp://, amqps:// or memory://); several amqp URLs fail over",
         min_length=1,
@@ -126,13 +158,9 @@ class Settings(BaseModel):
     allow_query_token: bool = Field(
         False, description="accept ?access_token= (off: URLs end up in logs)"
     )
-    public: tuple[str, ...] = Field((), description="patterns anyone may subscribe to")
-    cors_origin: tuple[str, ...] = Field(
-        (), description="origins allowed by CORS, with credentials"
-    )
-    trusted_proxy: tuple[str, ...] = Field(
-        (), description="proxy CIDRs whose X-Forwarded-For is believed"
-    )
+    public: Listed = Field((), description="patterns anyone may subscribe to")
+    cors_origin: Listed = Field((), description="origins allowed by CORS, with credentials")
+    trusted_proxy: Listed = Field((), description="proxy CIDRs whose X-Forwarded-For is believed")
     max_connections: Positive = Field(
         DEFAULT_MAX_CONNECTIONS, description="open streams per process"
     )
@@ -151,6 +179,25 @@ class Settings(BaseModel):
     publish_burst: Positive = Field(
         DEFAULT_PUBLISH_BURST, description="publishes allowed in a burst above the rate"
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Flags (the constructor's arguments) over the variables; no .env or secrets files."""
+        return init_settings, _Variables(settings_cls)
+
+    @field_validator("broker", "public", "cors_origin", "trusted_proxy", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @field_validator("broker")
     @classmethod
@@ -188,45 +235,27 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
-        """Build settings from ``HOPCAST_*`` variables, then flags (not None) on top."""
-        data: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for name in cls.model_fields:
-            key = PREFIX + name.upper()
-            if key in env:
-                value: Any = env[key]
-                if name in LIST_FIELDS:
-                    value = tuple(v.strip() for v in value.split(",") if v.strip())
-                data[name] = value
-                sources[name] = key
-        for name, value in overrides.items():
-            if value is not None and value != ():
-                data[name] = value
-                sources[name] = "--" + name.replace("_", "-")
+        """Build settings from ``HOPCAST_*`` variables, then flags (not None) on top.
+
+        A bad value is a `ConfigError` naming the flag or variable it came from, and the value.
+        """
+        flags = {k: v for k, v in overrides.items() if v is not None and v != ()}
         try:
-            return cls.model_validate(data)
+            with _reading(env):
+                return cls(**flags)
         except ValidationError as exc:
             err = exc.errors()[0]
             name = str(err["loc"][0]) if err["loc"] else "?"
-            where = sources.get(name, "--" + name.replace("_", "-"))
-            value = data.get(name, err.get("input"))
+            key = PREFIX + name.upper()
+            if name in flags:
+                where, value = "--" + name.replace("_", "-"), flags[name]
+            else:
+                where, value = (key, env[key]) if key in env else ("--" + name, err.get("input"))
+            if isinstance(value, tuple):
+                value = ",".join(map(str, value))
             shown = "(hidden)" if "secret" in name else repr(value)
-            raise ConfigError(f"{where}: bad value {shown}: {err['msg']}") from None
-
-    def auth_settings(self) -> AuthSettings:
-        """The authoriser's view of these settings."""
-        return AuthSettings(
-            mode=self.auth,
-            secret=self.jwt_secret.get_secret_value() if self.jwt_secret else None,
-            key_file=self.jwt_key,
-            jwks_file=self.jwks,
-            jwks_refresh=self.jwks_refresh,
-            audience=self.jwt_audience,
-            issuer=self.jwt_issuer,
-            cookie_name=self.cookie_name,
-            allow_query_token=self.allow_query_token,
-            public=self.public,
-        )
+            reason = err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{where}: bad value {shown}: {reason}") from None
 
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings (how worker processes receive them)."""

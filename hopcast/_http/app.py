@@ -383,7 +383,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     '/events'
     """
     the_broker = broker if broker is not None else broker_from_settings(settings)
-    auth = Authorizer.from_settings(settings.auth_settings())
+    auth = Authorizer.from_settings(settings)
     api = document(settings)
 
     async def openapi(request: Request) -> Response:

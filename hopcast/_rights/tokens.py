@@ -29,9 +29,9 @@ from typing import Any, Literal
 import jwt
 
 from hopcast._core.errors import ConfigError, Forbidden, InvalidTopic, Unauthorized
+from hopcast._core.settings import DEFAULT_JWKS_REFRESH, Settings
 from hopcast._core.topics import Pattern, parse_topic
 from hopcast._rights.keys import (
-    DEFAULT_JWKS_REFRESH,
     Key,
     RemoteKeySet,
     is_url,
@@ -97,6 +97,22 @@ class AuthSettings:
     cookie_name: str = DEFAULT_COOKIE_NAME
     allow_query_token: bool = False
     public: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> AuthSettings:
+        """The authoriser's view of the gateway's settings."""
+        return cls(
+            mode=settings.auth,
+            secret=settings.jwt_secret.get_secret_value() if settings.jwt_secret else None,
+            key_file=settings.jwt_key,
+            jwks_file=settings.jwks,
+            jwks_refresh=settings.jwks_refresh,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            cookie_name=settings.cookie_name,
+            allow_query_token=settings.allow_query_token,
+            public=settings.public,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,8 +257,10 @@ class Authorizer:
         self._keys: Mapping[str | None, Key] = {} if keys is None else keys
 
     @classmethod
-    def from_settings(cls, settings: AuthSettings) -> Authorizer:
+    def from_settings(cls, settings: Settings | AuthSettings) -> Authorizer:
         """Check the settings and load the key once; a bad value raises `ConfigError`."""
+        if isinstance(settings, Settings):
+            settings = AuthSettings.of(settings)
         public = tuple(_parse_public(settings.public))
         if not _COOKIE_NAME.fullmatch(settings.cookie_name):
             raise ConfigError(f"{_FLAG['cookie_name']}: bad value {settings.cookie_name!r}")
