@@ -243,53 +243,15 @@ class StreamConsumer(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_heard = self._loop.time()
         buf = self._rest + data if self._rest else data
-        pos, size = 0, len(buf)
-        head = wire.FRAME_HEAD.unpack_from
-        delivery = self._delivery
         before = len(self._messages)
         delivery_tag = self._received_tag
         try:
-            while size - pos >= 8:
-                kind, _channel, length = head(buf, pos)
-                if kind not in wire.FRAME_TYPES or length > self._frame_max:
-                    raise FrameError(f"a frame of type {kind} and {length} bytes")
-                start = pos + 7
-                end = start + length
-                if end >= size:
-                    break
-                if buf[end] != wire.FRAME_END:
-                    raise FrameError("a frame without its end octet")
-                pos = end + 1
-                if kind == wire.FRAME_BODY:
-                    if delivery is None:
-                        raise FrameError("a body frame outside a delivery")
-                    delivery.parts.append(buf[start:end])
-                    delivery.size -= length
-                    if delivery.size <= 0:
-                        self._complete(delivery)
-                        delivery = None
-                elif kind == wire.FRAME_METHOD:
-                    method = (
-                        buf[start] << 8 | buf[start + 1],
-                        buf[start + 2] << 8 | buf[start + 3],
-                    )
-                    if method == wire.BASIC_DELIVER:
-                        delivery = wire.decode_deliver(buf, start)
-                    else:
-                        self._method(method, buf[start:end])
-                elif kind == wire.FRAME_HEADER:
-                    if delivery is None:
-                        raise FrameError("a header frame outside a delivery")
-                    wire.decode_header(buf, start, delivery)
-                    if delivery.size == 0:
-                        self._complete(delivery)
-                        delivery = None
+            pos = self._take_frames(buf)
         except (IndexError, ValueError, struct.error) as exc:  # FrameError is a ValueError
             self._fail(f"the broker sent bytes that are not AMQP 0-9-1: {exc}")
             self._abort()
             return
-        self._delivery = delivery
-        self._rest = buf[pos:] if pos < size else b""
+        self._rest = buf[pos:] if pos < len(buf) else b""
         if len(self._messages) != before or delivery_tag != self._received_tag:
             self._wake()
         if self._pace is not None and self._resume is None:
@@ -297,6 +259,46 @@ class StreamConsumer(asyncio.Protocol):
             if pause > 0 and self._transport is not None:
                 self._transport.pause_reading()
                 self._resume = self._loop.call_later(pause, self._read_again)
+
+    def _take_frames(self, buf: bytes) -> int:
+        """Take every whole frame of ``buf``; return where the partial frame left over starts.
+
+        The loop runs once per frame of every delivery, so its steps stay inline:
+        per frame it calls only the codec and, once a message is whole,
+        `_complete`; the rare frames (a method other than ``basic.deliver``, a
+        heartbeat) go to `_control`.
+        """
+        pos, size = 0, len(buf)
+        head = wire.FRAME_HEAD.unpack_from
+        delivery = self._delivery
+        while size - pos >= 8:
+            kind, _channel, length = head(buf, pos)
+            if kind not in wire.FRAME_TYPES or length > self._frame_max:
+                raise FrameError(f"a frame of type {kind} and {length} bytes")
+            start = pos + 7
+            end = start + length
+            if end >= size:
+                break
+            if buf[end] != wire.FRAME_END:
+                raise FrameError("a frame without its end octet")
+            pos = end + 1
+            if kind in wire.CONTENT_FRAMES:
+                if delivery is None:
+                    raise FrameError(f"a {wire.FRAME_NAMES[kind]} frame outside a delivery")
+                if kind == wire.FRAME_BODY:
+                    delivery.parts.append(buf[start:end])
+                    delivery.size -= length
+                else:
+                    wire.decode_header(buf, start, delivery)
+                if delivery.size <= 0:  # its last body frame, or a header announcing no body
+                    self._complete(delivery)
+                    delivery = None
+            elif kind == wire.FRAME_METHOD and buf[start : start + 4] == wire.BASIC_DELIVER_ID:
+                delivery = wire.decode_deliver(buf, start)
+            else:
+                self._control(kind, buf[start:end])
+        self._delivery = delivery
+        return pos
 
     def _read_again(self) -> None:
         self._resume = None
@@ -321,7 +323,11 @@ class StreamConsumer(asyncio.Protocol):
     def _last_offset(self) -> int | str:
         return self._messages[-1].offset if self._messages else "unknown"
 
-    def _method(self, method: wire.Method, payload: bytes) -> None:
+    def _control(self, kind: int, payload: bytes) -> None:
+        """A frame outside the deliveries: a reply awaited, a close, a cancel or a heartbeat."""
+        if kind == wire.FRAME_HEARTBEAT:
+            return  # hearing it was the point (`_last_heard`)
+        method = wire.method_of(payload)
         if method == wire.CONNECTION_CLOSE:
             self._send(wire.encode_method(0, wire.CONNECTION_CLOSE_OK))
             self._fail(f"the broker closed the connection: {wire.close_reason(payload)}")
