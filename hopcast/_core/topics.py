@@ -150,38 +150,10 @@ def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
     """
     literals = {w for w in outer if w not in (STAR, HASH)}
     symbols_for_wild = [*sorted(literals), "\x00fresh"]
-
-    def outer_step(states: frozenset[int], word: str) -> frozenset[int]:
-        out: set[int] = set()
-        for i in states:
-            if i < len(outer):
-                w = outer[i]
-                if w == HASH:
-                    out.add(i)  # '#' eats this word and stays
-                elif w in (STAR, word):
-                    out.add(i + 1)
-        return _outer_closure(out)
-
-    def _outer_closure(states: set[int]) -> frozenset[int]:
-        todo = list(states)
-        while todo:
-            i = todo.pop()
-            if i < len(outer) and outer[i] == HASH and i + 1 not in states:
-                states.add(i + 1)
-                todo.append(i + 1)
-        return frozenset(states)
-
-    def inner_closure(j: int) -> set[int]:
-        out = {j}
-        while j < len(inner) and inner[j] == HASH:
-            j += 1
-            out.add(j)
-        return out
-
-    start_outer = _outer_closure({0})
+    start_outer = _outer_closure(outer, {0})
     # state: (inner position, outer position set, consumed at least one word)
     seen: set[tuple[int, frozenset[int], bool]] = set()
-    todo = [(j, start_outer, False) for j in inner_closure(0)]
+    todo = [(j, start_outer, False) for j in _inner_closure(inner, 0)]
     while todo:
         state = todo.pop()
         if state in seen:
@@ -196,7 +168,40 @@ def _contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
         words = symbols_for_wild if w in (STAR, HASH) else [w]
         nxt = j if w == HASH else j + 1
         for word in words:
-            after = outer_step(states, word)
-            for k in inner_closure(nxt):
+            after = _outer_step(outer, states, word)
+            for k in _inner_closure(inner, nxt):
                 todo.append((k, after, True))
     return True
+
+
+def _outer_step(outer: tuple[str, ...], states: frozenset[int], word: str) -> frozenset[int]:
+    """Where ``outer`` can be after reading ``word`` from any of ``states``."""
+    out: set[int] = set()
+    for i in states:
+        if i < len(outer):
+            w = outer[i]
+            if w == HASH:
+                out.add(i)  # '#' eats this word and stays
+            elif w in (STAR, word):
+                out.add(i + 1)
+    return _outer_closure(outer, out)
+
+
+def _outer_closure(outer: tuple[str, ...], states: set[int]) -> frozenset[int]:
+    """``states`` and every position of ``outer`` a ``#`` matching no word leads on to."""
+    todo = list(states)
+    while todo:
+        i = todo.pop()
+        if i < len(outer) and outer[i] == HASH and i + 1 not in states:
+            states.add(i + 1)
+            todo.append(i + 1)
+    return frozenset(states)
+
+
+def _inner_closure(inner: tuple[str, ...], j: int) -> set[int]:
+    """Position ``j`` of ``inner`` and those after it that its ``#`` can skip to."""
+    out = {j}
+    while j < len(inner) and inner[j] == HASH:
+        j += 1
+        out.add(j)
+    return out
