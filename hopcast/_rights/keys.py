@@ -125,6 +125,21 @@ def jwks_keys(path: Path, flag: str) -> dict[str | None, Key]:
 
 def parse_jwks(data: bytes, where: str) -> dict[str | None, Key]:
     """The signing keys of a JWKS document, by kid (``where`` names its source in errors)."""
+    keys: dict[str | None, Key] = {}
+    for i, entry in enumerate(_jwks_entries(data, where)):
+        kid = entry.get("kid")
+        key = _jwks_key(entry, f"{where}: key {i} (kid {kid!r})", keys)
+        if key is not None:
+            keys[kid] = key
+    if not keys:
+        raise ConfigError(f"{where}: no usable signing key")
+    if len(keys) > 1 and None in keys:
+        raise ConfigError(f"{where}: with several keys, every key needs a kid")
+    return keys
+
+
+def _jwks_entries(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The entries of a JWKS document's ``keys`` list, each an object."""
     try:
         document = json.loads(data)
     except ValueError:
@@ -132,35 +147,32 @@ def parse_jwks(data: bytes, where: str) -> dict[str | None, Key]:
     entries = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"{where}: not a JWKS (an object with a list of keys)")
-    keys: dict[str | None, Key] = {}
-    for i, entry in enumerate(entries):
-        kid = entry.get("kid")
-        name = f"{where}: key {i} (kid {kid!r})"
-        if entry.get("use", "sig") != "sig":
-            log.info("%s skipped: it is not a signing key", name)
-            continue
-        if entry.get("kty") in ("RSA", "EC", "OKP") and "d" in entry:
-            raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
-        if kid is not None and not isinstance(kid, str):
-            raise ConfigError(f"{name}: kid must be a string")
-        if kid in keys:
-            raise ConfigError(f"{name}: a second key with this kid")
-        alg = entry.get("alg")
-        if alg is not None and (not isinstance(alg, str) or alg.lower() == "none"):
-            raise ConfigError(f"{name}: alg {alg!r} verifies nothing")
-        try:
-            jwk = jwt.PyJWK(entry)
-        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
-            # PyJWK lets KeyError out for a missing member; its messages quote the key,
-            # which may be a shared secret, so none of them is logged.
-            log.warning("%s skipped: not a key PyJWT can verify with", name)
-            continue
-        keys[kid] = Key(jwk, _usable(jwk.key, [jwk.algorithm_name], name))
-    if not keys:
-        raise ConfigError(f"{where}: no usable signing key")
-    if len(keys) > 1 and None in keys:
-        raise ConfigError(f"{where}: with several keys, every key needs a kid")
-    return keys
+    return entries
+
+
+def _jwks_key(entry: dict[str, Any], name: str, keys: Mapping[str | None, Key]) -> Key | None:
+    """One JWKS entry as a key, or None when it is skipped (not for signing, or not usable)."""
+    kid = entry.get("kid")
+    if entry.get("use", "sig") != "sig":
+        log.info("%s skipped: it is not a signing key", name)
+        return None
+    if entry.get("kty") in ("RSA", "EC", "OKP") and "d" in entry:
+        raise ConfigError(f"{name}: holds a private key; give the issuer's public keys")
+    if kid is not None and not isinstance(kid, str):
+        raise ConfigError(f"{name}: kid must be a string")
+    if kid in keys:
+        raise ConfigError(f"{name}: a second key with this kid")
+    alg = entry.get("alg")
+    if alg is not None and (not isinstance(alg, str) or alg.lower() == "none"):
+        raise ConfigError(f"{name}: alg {alg!r} verifies nothing")
+    try:
+        jwk = jwt.PyJWK(entry)
+    except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+        # PyJWK lets KeyError out for a missing member; its messages quote the key,
+        # which may be a shared secret, so none of them is logged.
+        log.warning("%s skipped: not a key PyJWT can verify with", name)
+        return None
+    return Key(jwk, _usable(jwk.key, [jwk.algorithm_name], name))
 
 
 def is_url(source: str) -> bool:
