@@ -12,7 +12,7 @@ from pamqp import encode
 
 from hopcast._core.errors import InvalidInput, InvalidOffset, InvalidTopic
 from hopcast._core.topics import MAX_TOPIC_BYTES, Pattern, parse_topic
-from hopcast._http.app import EPOCH, MAX_OFFSET, parse_offset, parse_since
+from hopcast._http.params import EPOCH, MAX_OFFSET, parse_offset, parse_since
 
 FAST = settings(max_examples=300, deadline=None)
 

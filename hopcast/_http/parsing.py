@@ -26,7 +26,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Scope
 
 from hopcast._core.errors import HopcastError
-from hopcast._http.app import Admitted, error_response, open_subscription
+from hopcast._http.problems import error_response
+from hopcast._http.routes import Admitted, open_subscription
 from hopcast._http.streaming import SSE_HEADERS
 
 STREAM_HEAD = (

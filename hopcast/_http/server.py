@@ -32,7 +32,7 @@ from starlette.types import Scope
 from hopcast._core.errors import SubscriptionClosed, cannot_listen
 from hopcast._core.settings import Settings
 from hopcast._core.sse import encode_heartbeat, encode_preamble, encode_retry
-from hopcast._http.app import Admitted, create_app, problem
+from hopcast._http.app import create_app
 from hopcast._http.parsing import (
     ParsedRequest,
     admit_stream,
@@ -40,6 +40,8 @@ from hopcast._http.parsing import (
     encode_response,
     stream_head,
 )
+from hopcast._http.problems import problem
+from hopcast._http.routes import Admitted
 from hopcast._http.streaming import token_expired_frame
 from hopcast._http.writes import LOAD_SAMPLE, Coalescer
 from hopcast._hub.hub import Hub
