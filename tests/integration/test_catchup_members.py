@@ -16,7 +16,7 @@ import socket
 
 import pytest
 
-import hopcast._http.server
+import hopcast._http.connection
 import hopcast._http.streaming
 import hopcast._hub.replay
 from hopcast._broker.memory import MemoryBroker
@@ -100,7 +100,7 @@ class RawReader:
 def short_stall(monkeypatch: pytest.MonkeyPatch) -> None:
     """A stall bound of a few seconds, and a gather long enough that all members share a reader."""
     monkeypatch.setattr(hopcast._hub.replay, "CATCHUP_GATHER", 1.0)
-    monkeypatch.setattr(hopcast._http.server, "STALL_TIMEOUT", STALL)
+    monkeypatch.setattr(hopcast._http.connection, "STALL_TIMEOUT", STALL)
     monkeypatch.setattr(hopcast._http.streaming, "SEND_TIMEOUT", STALL)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hopcast._http import server as listener
+from hopcast._http import connection as listener
 from hopcast._http import writes as coalescing
 from tests.integration.test_gateway import publish_raw
 from tests.support import Gateway, Listener, Names, serve_in_loop, settings_for
