@@ -22,12 +22,10 @@ from starlette.datastructures import Headers, QueryParams
 
 from hopcast._core.errors import Forbidden, HopcastError, InvalidTopic, Unauthorized
 from hopcast._core.topics import Pattern
+from hopcast._rights.principals import MAX_GRANTS, UNRESTRICTED, Principal
 from hopcast._rights.tokens import (
     DEFAULT_COOKIE_NAME,
     LEEWAY_SECONDS,
-    MAX_GRANTS,
-    UNRESTRICTED,
-    Principal,
     token_from,
 )
 from tests.jwt_kit import (

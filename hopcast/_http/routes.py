@@ -30,7 +30,8 @@ from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHe
 from hopcast._hub.hub import Hub
 from hopcast._hub.subscription import Subscription
 from hopcast._rights.limits import Admission, RateLimiter, client_address, retry_after
-from hopcast._rights.tokens import Authorizer, Principal
+from hopcast._rights.principals import Principal
+from hopcast._rights.tokens import Authorizer
 
 log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 

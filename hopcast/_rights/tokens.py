@@ -17,14 +17,11 @@ True
 from __future__ import annotations
 
 import logging
-import math
 import re
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import jwt
 
@@ -39,18 +36,16 @@ from hopcast._rights.keys import (
     pem_key,
     secret_key,
 )
+from hopcast._rights.principals import UNRESTRICTED, Principal
 
 log = logging.getLogger("hopcast.rights")  # named by layer: module paths are internal
 
 AuthMode = Literal["none", "jwt"]
 
 DEFAULT_COOKIE_NAME = "hopcast_token"
-CLAIM = "hopcast"
 QUERY_PARAM = "access_token"
 LEEWAY_SECONDS = 5
 """Clock skew tolerated between the token issuer and the gateway on exp, nbf and iat."""
-MAX_GRANTS = 256
-"""Patterns per list in the claim; each request is checked against every one."""
 MAX_TOKEN_CHARS = 16_384
 
 _FLAG = {
@@ -63,7 +58,6 @@ _FLAG = {
 }
 _JWS_COMPACT = re.compile(r"[A-Za-z0-9_-]+={0,2}\.[A-Za-z0-9_-]*={0,2}\.[A-Za-z0-9_-]*={0,2}")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_MAX_TIMESTAMP = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
 
 # Most specific first: several PyJWT errors subclass DecodeError or InvalidTokenError.
 _REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
@@ -113,87 +107,6 @@ class AuthSettings:
             allow_query_token=settings.allow_query_token,
             public=settings.public,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Whom a verified token speaks for, what it grants, and when it stops.
-
-    >>> Principal.from_claims({"hopcast": {"subscribe": ["orders.*"]}}).subscribe[0].text
-    'orders.*'
-    """
-
-    subject: str | None = None
-    subscribe: tuple[Pattern, ...] = ()
-    publish: tuple[Pattern, ...] = ()
-    expires_at: datetime | None = None
-
-    @classmethod
-    def from_claims(cls, claims: Mapping[str, Any]) -> Principal:
-        """Read verified claims; a ``hopcast`` claim of the wrong shape raises `Unauthorized`."""
-        grants = claims.get(CLAIM, {})
-        if not isinstance(grants, dict):
-            raise Unauthorized(f"the {CLAIM} claim must be an object")
-        unknown = sorted(k for k in grants if k not in ("subscribe", "publish"))
-        if unknown:
-            raise Unauthorized(f"the {CLAIM} claim has an unknown key {unknown[0][:40]!r}")
-        subject = claims.get("sub")
-        return cls(
-            subject=subject if isinstance(subject, str) else None,
-            subscribe=_read_patterns(grants, "subscribe"),
-            publish=_read_patterns(grants, "publish"),
-            expires_at=_read_exp(claims.get("exp")),
-        )
-
-    def may_subscribe(self, pattern: Pattern) -> bool:
-        """Whether some subscribe grant contains ``pattern``."""
-        return any(grant.contains(pattern) for grant in self.subscribe)
-
-    def may_publish(self, topic: str) -> bool:
-        """Whether some publish grant matches ``topic``."""
-        return any(grant.matches(topic) for grant in self.publish)
-
-    def seconds_left(self, now: float | None = None) -> float | None:
-        """Seconds until the token expires (negative once it has), None if it never does."""
-        if self.expires_at is None:
-            return None
-        return self.expires_at.timestamp() - (time.time() if now is None else now)
-
-
-UNRESTRICTED = Principal(subscribe=(Pattern.parse("#"),), publish=(Pattern.parse("#"),))
-"""The principal of every request when auth is off."""
-
-
-def _read_patterns(grants: Mapping[str, Any], key: str) -> tuple[Pattern, ...]:
-    where = f"{CLAIM}.{key}"
-    texts = grants.get(key, [])
-    if not isinstance(texts, list):
-        raise Unauthorized(f"{where} must be a list of patterns")
-    if len(texts) > MAX_GRANTS:
-        raise Unauthorized(f"{where} has more than {MAX_GRANTS} patterns")
-    patterns: dict[Pattern, None] = {}
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise Unauthorized(f"{where}[{i}] must be a string")
-        try:
-            patterns[Pattern.parse(text)] = None
-        except InvalidTopic as exc:
-            raise Unauthorized(f"{where}[{i}] is not a pattern: {exc}") from None
-    return tuple(patterns)
-
-
-def _read_exp(exp: object) -> datetime | None:
-    if exp is None:
-        return None
-    # PyJWT also takes numeric strings; RFC 7519 §2 says a NumericDate is a number.
-    if (
-        isinstance(exp, bool)
-        or not isinstance(exp, int | float)
-        or (isinstance(exp, float) and math.isnan(exp))
-    ):
-        raise Unauthorized("exp must be a number")
-    # Compared, never converted: a huge JSON integer does not fit a float.
-    return datetime.fromtimestamp(min(max(exp, 0), _MAX_TIMESTAMP), UTC)
 
 
 def token_from(
