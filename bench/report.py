@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import Step, best_under_limit
+from bench.scenarios import CatchUp, Ingest, Step, best_under_limit
 from bench.targets import BASELINES, HOPCAST, HOPCAST_W2
+from bench.workers import Comparison
 
 LOWER = "lower"
 HIGHER = "higher"
@@ -114,140 +115,173 @@ def _row(
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows from a run's results (scenarios that did not run are left out)."""
-    rows: list[Row] = []
-    standard = _by_target(results.get("standard", []))
-    if standard:
-        w2 = standard.get(HOPCAST_W2)
-        rows += [
-            _row("standard: deliveries/s", HIGHER, standard, lambda s: s.deliveries_per_s),
-            _row("standard: lost", SAME, standard, lambda s: s.lost),
-            _row("standard: duplicates", SAME, standard, lambda s: s.duplicates),
-            _row("standard: p50 latency", LOWER, standard, lambda s: s.p50_ms, "ms"),
-            _row("standard: p99 latency", LOWER, standard, lambda s: s.p99_ms, "ms"),
+    ingest = results.get("ingest")
+    return [
+        *_standard_rows(results.get("standard", [])),
+        *_saturation_rows(results.get("saturation", {})),
+        *_workers_rows(results.get("workers", [])),
+        *_scale_rows(results.get("scale", []), "scale"),
+        *_scale_rows(results.get("scale-w2", []), "scale --workers 2"),
+        *_ingest_rows(ingest),
+        *_catchup_rows(results.get("catch-up", []), ingest),
+    ]
+
+
+def _standard_rows(steps: list[Step]) -> list[Row]:
+    standard = _by_target(steps)
+    if not standard:
+        return []
+    w2 = standard.get(HOPCAST_W2)
+    return [
+        _row("standard: deliveries/s", HIGHER, standard, lambda s: s.deliveries_per_s),
+        _row("standard: lost", SAME, standard, lambda s: s.lost),
+        _row("standard: duplicates", SAME, standard, lambda s: s.duplicates),
+        _row("standard: p50 latency", LOWER, standard, lambda s: s.p50_ms, "ms"),
+        _row("standard: p99 latency", LOWER, standard, lambda s: s.p99_ms, "ms"),
+        _row(
+            "standard: server CPU per delivery",
+            LOWER,
+            standard,
+            lambda s: s.cpu_us_per_delivery,
+            "us",
+            reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
+        ),
+        _row("standard: server RSS", LOWER, standard, lambda s: s.rss_mb, "MB"),
+        _row("standard: connect p99", LOWER, standard, lambda s: s.connect_p99_ms, "ms"),
+    ]
+
+
+def _saturation_rows(ladders: dict[str, list[Step]]) -> list[Row]:
+    if not ladders:
+        return []
+    best = {name: best_under_limit(steps) for name, steps in ladders.items()}
+    found = {name: step for name, step in best.items() if step is not None}
+    w2 = found.get(HOPCAST_W2)
+    rows = [
+        _row(
+            "saturation: deliveries/s with p99 < 100 ms",
+            HIGHER,
+            found,
+            lambda s: s.deliveries_per_s,
+            reference=("--workers 2", w2.deliveries_per_s) if w2 else None,
+        ),
+        _row(
+            "saturation: CPU per delivery at that load",
+            LOWER,
+            found,
+            lambda s: s.cpu_us_per_delivery,
+            "us",
+            reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
+        ),
+    ]
+    return rows + _at_20k_rows(ladders)
+
+
+def _at_20k_rows(ladders: dict[str, list[Step]]) -> list[Row]:
+    """The p99 at 20k deliveries/s, beside a bare stream consumer's, and the gateway's share."""
+    at_20k = {
+        name: step
+        for name, steps in ladders.items()
+        for step in steps
+        if step.offered_deliveries_per_s == 20_000
+    }
+    bare = at_20k.get(HOPCAST)
+    bare_p99 = bare.bare_p99_ms if bare else None
+    rows = [
+        _row(
+            "20k deliveries/s: p99 latency",
+            LOWER,
+            at_20k,
+            lambda s: s.p99_ms,
+            "ms",
+            reference=("bare stream consumer", bare_p99),
+        )
+    ]
+    if bare is not None and bare.p99_ms is not None and bare_p99 is not None:
+        share = round(bare.p99_ms - bare_p99, 2)
+        rows.append(
             _row(
-                "standard: server CPU per delivery",
+                "20k deliveries/s: gateway's share of p99 (vs the baselines' p99)",
                 LOWER,
-                standard,
-                lambda s: s.cpu_us_per_delivery,
-                "us",
-                reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
-            ),
-            _row("standard: server RSS", LOWER, standard, lambda s: s.rss_mb, "MB"),
-            _row("standard: connect p99", LOWER, standard, lambda s: s.connect_p99_ms, "ms"),
-        ]
-    ladders: dict[str, list[Step]] = results.get("saturation", {})
-    if ladders:
-        best = {name: best_under_limit(steps) for name, steps in ladders.items()}
-        found = {name: step for name, step in best.items() if step is not None}
-        w2 = found.get(HOPCAST_W2)
-        at_20k = {
-            name: step
-            for name, steps in ladders.items()
-            for step in steps
-            if step.offered_deliveries_per_s == 20_000
-        }
-        bare = at_20k.get(HOPCAST)
-        bare_p99 = bare.bare_p99_ms if bare else None
-        rows += [
-            _row(
-                "saturation: deliveries/s with p99 < 100 ms",
-                HIGHER,
-                found,
-                lambda s: s.deliveries_per_s,
-                reference=("--workers 2", w2.deliveries_per_s) if w2 else None,
-            ),
-            _row(
-                "saturation: CPU per delivery at that load",
-                LOWER,
-                found,
-                lambda s: s.cpu_us_per_delivery,
-                "us",
-                reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
-            ),
-            _row(
-                "20k deliveries/s: p99 latency",
-                LOWER,
-                at_20k,
+                {**at_20k, HOPCAST: Step(**{**asdict(bare), "p99_ms": share})},
                 lambda s: s.p99_ms,
                 "ms",
-                reference=("bare stream consumer", bare_p99),
-            ),
-        ]
-        if bare is not None and bare.p99_ms is not None and bare_p99 is not None:
-            share = round(bare.p99_ms - bare_p99, 2)
-            rows.append(
-                _row(
-                    "20k deliveries/s: gateway's share of p99 (vs the baselines' p99)",
-                    LOWER,
-                    {**at_20k, HOPCAST: Step(**{**asdict(bare), "p99_ms": share})},
-                    lambda s: s.p99_ms,
-                    "ms",
-                )
-            )
-    for comparison in results.get("workers", []):
-        rows.append(
-            Row(
-                f"{comparison.offered_deliveries_per_s / 1000:,.0f}k deliveries/s:"
-                " CPU per delivery, one process (median)",
-                LOWER,
-                comparison.one_us,
-                {},
-                ("--workers 2", comparison.two_us),
-                "us",
-            )
-        )
-    for key, label in (("scale", "scale"), ("scale-w2", "scale --workers 2")):
-        scale = _by_target(results.get(key, []))
-        if scale:
-            # With two workers, hopcast-w2 and nchan-w2 stand in hopcast's and nchan's columns.
-            scale = {k.split("-w")[0]: v for k, v in scale.items()}
-            rows += [
-                _row(f"{label}: subscribers connected", HIGHER, scale, lambda s: s.connected),
-                _row(f"{label}: broadcast received", HIGHER, scale, lambda s: s.received),
-                _row(f"{label}: lost", SAME, scale, lambda s: s.lost),
-                _row(
-                    f"{label}: RSS growth per connection",
-                    LOWER,
-                    scale,
-                    lambda s: s.rss_kb_per_connection,
-                    "KB",
-                ),
-                _row(f"{label}: broadcast p99 latency", LOWER, scale, lambda s: s.p99_ms, "ms"),
-                _row(f"{label}: connect p99", LOWER, scale, lambda s: s.connect_p99_ms, "ms"),
-            ]
-    ingest = results.get("ingest")
-    if ingest is not None:
-        rows.append(
-            Row(
-                "ingest from the stream, one process (events/s)",
-                HIGHER,
-                ingest.events_per_s,
-                {},
-                ("aio-pika, ack per message", ingest.reference_events_per_s or None),
-            )
-        )
-        rows.append(
-            Row(
-                "ingest: CPU per event (us)",
-                LOWER,
-                ingest.cpu_us_per_event,
-                {},
-                ("aio-pika, ack per message", ingest.reference_cpu_us_per_event),
-            )
-        )
-    for catchup in results.get("catch-up", []):
-        rows.append(
-            Row(
-                f"catch-up of {catchup.expected:,} events from the {catchup.source} (events/s)",
-                HIGHER,
-                catchup.events_per_s,
-                {},
-                ("ingest", ingest.events_per_s if ingest is not None else None)
-                if catchup.source == "stream"
-                else ("target", 50_000),
             )
         )
     return rows
+
+
+def _workers_rows(comparisons: list[Comparison]) -> list[Row]:
+    return [
+        Row(
+            f"{comparison.offered_deliveries_per_s / 1000:,.0f}k deliveries/s:"
+            " CPU per delivery, one process (median)",
+            LOWER,
+            comparison.one_us,
+            {},
+            ("--workers 2", comparison.two_us),
+            "us",
+        )
+        for comparison in comparisons
+    ]
+
+
+def _scale_rows(steps: list[Step], label: str) -> list[Row]:
+    scale = _by_target(steps)
+    if not scale:
+        return []
+    # With two workers, hopcast-w2 and nchan-w2 stand in hopcast's and nchan's columns.
+    scale = {k.split("-w")[0]: v for k, v in scale.items()}
+    return [
+        _row(f"{label}: subscribers connected", HIGHER, scale, lambda s: s.connected),
+        _row(f"{label}: broadcast received", HIGHER, scale, lambda s: s.received),
+        _row(f"{label}: lost", SAME, scale, lambda s: s.lost),
+        _row(
+            f"{label}: RSS growth per connection",
+            LOWER,
+            scale,
+            lambda s: s.rss_kb_per_connection,
+            "KB",
+        ),
+        _row(f"{label}: broadcast p99 latency", LOWER, scale, lambda s: s.p99_ms, "ms"),
+        _row(f"{label}: connect p99", LOWER, scale, lambda s: s.connect_p99_ms, "ms"),
+    ]
+
+
+def _ingest_rows(ingest: Ingest | None) -> list[Row]:
+    if ingest is None:
+        return []
+    return [
+        Row(
+            "ingest from the stream, one process (events/s)",
+            HIGHER,
+            ingest.events_per_s,
+            {},
+            ("aio-pika, ack per message", ingest.reference_events_per_s or None),
+        ),
+        Row(
+            "ingest: CPU per event (us)",
+            LOWER,
+            ingest.cpu_us_per_event,
+            {},
+            ("aio-pika, ack per message", ingest.reference_cpu_us_per_event),
+        ),
+    ]
+
+
+def _catchup_rows(catchups: list[CatchUp], ingest: Ingest | None) -> list[Row]:
+    return [
+        Row(
+            f"catch-up of {catchup.expected:,} events from the {catchup.source} (events/s)",
+            HIGHER,
+            catchup.events_per_s,
+            {},
+            ("ingest", ingest.events_per_s if ingest is not None else None)
+            if catchup.source == "stream"
+            else ("target", 50_000),
+        )
+        for catchup in catchups
+    ]
 
 
 def _version(argv: list[str]) -> str:
