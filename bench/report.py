@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.scenarios import CatchUp, Ingest, Step, best_under_limit
+from bench.backlog import CatchUp, Ingest
+from bench.scenarios import Step, best_under_limit
 from bench.targets import BASELINES, HOPCAST, HOPCAST_W2
 from bench.workers import Comparison
 

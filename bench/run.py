@@ -24,18 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import profile
+from bench.backlog import catch_up, fill_backlog, ingest, ingest_reference
 from bench.report import build_rows, machine, render_table, write_chart, write_json
-from bench.scenarios import (
-    Run,
-    Step,
-    brief,
-    catch_up,
-    fanout,
-    fill_backlog,
-    ingest,
-    ingest_reference,
-    saturation,
-)
+from bench.scenarios import Run, Step, brief, fanout, saturation
 from bench.targets import (
     ASGI_SERVERS,
     BENCH_DIR,

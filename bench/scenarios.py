@@ -4,14 +4,11 @@
 - saturation: the standard fan-out at rising rates, until p99 passes 100 ms.
 - workers (`bench.workers`): ``--workers 2`` and one process at equal loads, in turn.
 - scale: many mostly idle subscribers (RSS per connection), then a broadcast to all.
-- ingest: events/s one gateway process takes from a pre-filled stream, with no
-  subscribers, against a plain aio-pika consumer on the same stream.
-- catch-up: one client resuming 100,000 events behind, from the ring and from the stream.
+- ingest and catch-up (`bench.backlog`): reading a pre-filled stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections import Counter
@@ -20,8 +17,8 @@ from dataclasses import dataclass, field
 
 from bench.loadgen import FleetConfig, FleetResult, SubscriberFleet, spread
 from bench.publisher import Publisher, PublishPlan, PublishResult
-from bench.stream import LatencyProbe, aio_pika_ingest, stream_tail
-from bench.targets import Broker, Hopcast, Target, Usage, tree_usage
+from bench.stream import LatencyProbe, ProbeResult
+from bench.targets import Broker, Target, Usage, tree_usage
 
 SETTLE = 0.5
 """Seconds between the last connection and the first event."""
@@ -148,7 +145,6 @@ def fanout(
     names = tuple(f"s{n}.t{k}" for k in range(topics))
     per_topic = max(1, subscribers // topics)
     step = Step(target.name, scenario, subscribers, topics, rate, rate * per_topic)
-    count = max(topics, round(rate * seconds))
     config = FleetConfig(
         "127.0.0.1",
         target.port,
@@ -162,39 +158,92 @@ def fanout(
     step.load_before = round(os.getloadavg()[0], 2)
     before = target.usage()
     try:
-        step.connected, step.failed, errors = fleet.connect()
-        step.errors.extend(errors[:3])
-        time.sleep(SETTLE + idle)
-        idle_usage = target.usage()
-        gen_before = sum(tree_usage(pid).cpu for pid in fleet.pids())
-        probe = LatencyProbe(run.broker.url, probe_stream).start() if probe_stream else None
-        if on_publish is not None:
-            on_publish()
-        published = Publisher(_plan(target, run.broker, names, rate, count)).start()
-        sent = published.result(seconds * 3 + 60)
-        if sent.error:
-            step.errors.append(f"publisher: {sent.error}")
-        wanted = Counter(config.topics)
-        expected = sum(sent.per_topic.get(t, 0) * k for t, k in wanted.items())
-        limit = drain if drain is not None else seconds * 8 + 30
-        fleet.wait_for(expected, quiet=run.quiet, limit=limit)
-        after = target.usage()
-        gen_cpu = sum(tree_usage(pid).cpu for pid in fleet.pids()) - gen_before
-        bare = probe.stop() if probe is not None else None
+        window = _connect_and_publish(
+            run,
+            target,
+            fleet,
+            step,
+            names,
+            rate=rate,
+            seconds=seconds,
+            idle=idle,
+            probe_stream=probe_stream,
+            drain=drain,
+            on_publish=on_publish,
+        )
     finally:
         result = fleet.finish()
-    _fill(step, result, sent, before=before, idle=idle_usage, after=after)
-    if step.received:
-        # The tally of what arrived runs after the step; it counts as the generator's work.
-        gen_cpu += result.tally_cpu
-        step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
-    if sent.sent:
-        step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
-    if bare is not None:
-        step.bare_p99_ms = _ms(bare.latency.quantile(0.99))
+    _fill(step, result, window.sent, before=before, idle=window.idle, after=window.after)
+    _fill_overheads(step, result, window)
     if not target.alive():
         step.errors.append(f"{target.name} died: {target.log_tail(5)}")
     return step
+
+
+@dataclass
+class _Window:
+    """What a step measured while its subscribers were connected."""
+
+    idle: Usage
+    """The target's usage once everyone connected, before any event."""
+    after: Usage
+    """The target's usage once the events arrived (or the wait for them ended)."""
+    sent: PublishResult
+    generator_cpu: float
+    """The subscriber processes' CPU seconds from just before publishing to the end of the wait."""
+    bare: ProbeResult | None
+    """What a bare stream consumer saw over the same events, when one was asked for."""
+
+
+def _connect_and_publish(
+    run: Run,
+    target: Target,
+    fleet: SubscriberFleet,
+    step: Step,
+    names: tuple[str, ...],
+    *,
+    rate: float,
+    seconds: float,
+    idle: float,
+    probe_stream: str | None,
+    drain: float | None,
+    on_publish: Callable[[], object] | None,
+) -> _Window:
+    """Connect the fleet, publish, and wait for the events, measuring the target around it."""
+    step.connected, step.failed, errors = fleet.connect()
+    step.errors.extend(errors[:3])
+    time.sleep(SETTLE + idle)
+    idle_usage = target.usage()
+    gen_before = sum(tree_usage(pid).cpu for pid in fleet.pids())
+    probe = LatencyProbe(run.broker.url, probe_stream).start() if probe_stream else None
+    if on_publish is not None:
+        on_publish()
+    count = max(len(names), round(rate * seconds))
+    published = Publisher(_plan(target, run.broker, names, rate, count)).start()
+    sent = published.result(seconds * 3 + 60)
+    if sent.error:
+        step.errors.append(f"publisher: {sent.error}")
+    wanted = Counter(fleet.config.topics)
+    expected = sum(sent.per_topic.get(t, 0) * k for t, k in wanted.items())
+    limit = drain if drain is not None else seconds * 8 + 30
+    fleet.wait_for(expected, quiet=run.quiet, limit=limit)
+    after = target.usage()
+    gen_cpu = sum(tree_usage(pid).cpu for pid in fleet.pids()) - gen_before
+    bare = probe.stop() if probe is not None else None
+    return _Window(idle_usage, after, sent, gen_cpu, bare)
+
+
+def _fill_overheads(step: Step, result: FleetResult, window: _Window) -> None:
+    """The measuring side's own CPU per event, and the bare stream consumer's p99."""
+    if step.received:
+        # The tally of what arrived runs after the step; it counts as the generator's work.
+        gen_cpu = window.generator_cpu + result.tally_cpu
+        step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
+    sent = window.sent
+    if sent.sent:
+        step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
+    if window.bare is not None:
+        step.bare_p99_ms = _ms(window.bare.latency.quantile(0.99))
 
 
 def _fill(
@@ -302,162 +351,3 @@ def brief(step: Step) -> str:
         f"publisher {step.publisher_us_per_event} us/event)"
         + (f", errors {step.errors[:2]}" if step.errors else "")
     )
-
-
-@dataclass
-class Backlog:
-    """A stream filled with ``head`` events, then ``behind`` more after offset ``resume_from``."""
-
-    exchange: str
-    stream: str
-    topic: str
-    head: int
-    behind: int
-    resume_from: int
-    tail: int
-
-
-def fill_backlog(run: Run, head: int, behind: int) -> Backlog:
-    """Declare a stream and publish ``head + behind`` events on one topic, flat out."""
-    name = f"bench.{run.run_id}.backlog"
-    run.broker.declare_stream(name, name)
-    topic = "backlog.t0"
-    first = Publisher(PublishPlan((topic,), head, 0, amqp_url=run.broker.url, exchange=name))
-    sent = first.start().result(600)
-    if sent.error:
-        raise RuntimeError(f"filling the stream failed: {sent.error}")
-    resume_from = asyncio.run(stream_tail(run.broker.url, name))
-    plan = PublishPlan((topic,), behind, 0, amqp_url=run.broker.url, exchange=name, seq_start=head)
-    sent = Publisher(plan).start().result(600)
-    if sent.error or resume_from is None:
-        raise RuntimeError(f"filling the stream failed: {sent.error}")
-    tail = asyncio.run(stream_tail(run.broker.url, name))
-    return Backlog(name, name, topic, head, behind, resume_from, tail or -1)
-
-
-Sample = tuple[float, float, float]
-"""(time, events read, gateway CPU seconds), from the gateway's metrics."""
-
-
-@dataclass
-class Ingest:
-    events: int = 0
-    seconds: float = 0.0
-    events_per_s: float = 0.0
-    cpu_us_per_event: float | None = None
-    reference_events_per_s: float = 0.0
-    reference_cpu_us_per_event: float | None = None
-    reference: str = "aio-pika consumer, one ack per message"
-    errors: list[str] = field(default_factory=list)
-
-
-def ingest(run: Run, backlog: Backlog, ring_size: int) -> tuple[Ingest, Hopcast]:
-    """Start a gateway whose ring covers the backlog and time its start-up read.
-
-    Returns the running gateway, for the catch-up from the ring that follows.
-    """
-    out = Ingest()
-    gateway = Hopcast(
-        "hopcast-ingest",
-        run.broker,
-        run.run_id,
-        exchange=backlog.exchange,
-        stream=backlog.stream,
-        extra=("--ring-size", str(ring_size)),
-    )
-    gateway.start_process()
-    samples: list[Sample] = []
-    deadline = time.monotonic() + 600
-    try:
-        while time.monotonic() < deadline:
-            try:
-                metrics = gateway.metrics()
-            except OSError:
-                time.sleep(0.05)
-                continue
-            events = metrics.get("hopcast_events_total", 0.0)
-            samples.append((time.perf_counter(), events, gateway.usage().cpu))
-            if metrics.get("hopcast_stream_position", -1) >= backlog.tail:
-                break
-            time.sleep(0.01)
-        else:
-            out.errors.append("the gateway did not reach the stream's tail within 600 s")
-    except BaseException:
-        gateway.stop()
-        raise
-    timed = read_span(samples)
-    if timed is None:
-        out.errors.append("the gateway read the whole backlog before its first sample")
-    else:
-        (t0, e0, c0), (t1, e1, c1) = timed
-        out.events = int(e1 - e0)
-        out.seconds = round(t1 - t0, 3)
-        out.events_per_s = round(out.events / out.seconds) if out.seconds else 0.0
-        if out.events:
-            out.cpu_us_per_event = round((c1 - c0) / out.events * 1e6, 2)
-    return out, gateway
-
-
-def read_span(samples: list[Sample]) -> tuple[Sample, Sample] | None:
-    """The first and last samples of the start-up read: (time, events, cpu) each.
-
-    The read starts after the last sample that counted no events, so the span
-    begins there: a small backlog read between two samples is still timed,
-    at worst a little slower than it was.
-    """
-    idle = [s for s in samples if s[1] == 0]
-    start = idle[-1] if idle else next((s for s in samples if s[1] > 0), None)
-    if start is None or samples[-1] is start or samples[-1][1] <= start[1]:
-        return None
-    return start, samples[-1]
-
-
-def ingest_reference(run: Run, backlog: Backlog, out: Ingest) -> None:
-    """The plain aio-pika consumer on the same stream, in a process of its own."""
-    reference = aio_pika_ingest(run.broker.url, backlog.stream, backlog.head + backlog.behind)
-    out.reference_events_per_s = round(reference.rate)
-    if reference.events > 0:
-        out.reference_cpu_us_per_event = round(reference.cpu_seconds / reference.events * 1e6, 2)
-    if reference.error:
-        out.errors.append(f"aio-pika consumer: {reference.error}")
-
-
-@dataclass
-class CatchUp:
-    source: str
-    expected: int
-    received: int = 0
-    lost: int = 0
-    duplicates: int = 0
-    seconds: float = 0.0
-    events_per_s: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-
-def catch_up(run: Run, gateway: Hopcast, backlog: Backlog, source: str) -> CatchUp:
-    """One client resuming at ``backlog.resume_from``; events/s from request to last event."""
-    out = CatchUp(source, backlog.behind)
-    config = FleetConfig(
-        "127.0.0.1",
-        gateway.port,
-        (backlog.topic,),
-        headers=(("Last-Event-ID", str(backlog.resume_from)),),
-        source_net=run.next_step() % 250 + 1,
-        max_seconds=900,
-    )
-    fleet = SubscriberFleet(config)
-    try:
-        connected, _, errors = fleet.connect()
-        out.errors.extend(errors[:3])
-        if connected:
-            fleet.wait_for(backlog.behind, quiet=run.quiet * 3, limit=600)
-    finally:
-        result = fleet.finish()
-    out.received = result.received
-    out.lost = result.lost({backlog.topic: backlog.behind})
-    out.duplicates = result.duplicates
-    out.errors.extend(result.errors[:3])
-    if result.received and result.opened_at:
-        out.seconds = round(result.last_event_at - result.opened_at, 3)
-        out.events_per_s = round(result.received / out.seconds) if out.seconds else 0.0
-    return out
