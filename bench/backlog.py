@@ -11,7 +11,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from bench.loadgen import FleetConfig, SubscriberFleet
+from bench.fleet import SubscriberFleet
+from bench.loadgen import FleetConfig
 from bench.publisher import Publisher, PublishPlan
 from bench.scenarios import Run
 from bench.stream import aio_pika_ingest, stream_tail

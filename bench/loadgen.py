@@ -12,139 +12,31 @@ the time of the read that completed it. That work counts in the generator's
 CPU all the same. Chunked transfer encoding needs no decoding: a chunk never splits an
 event that a server wrote in one piece, and the scan skips the chunk-size lines.
 
-Several processes (`SubscriberFleet`) cover counts beyond one process's
-open-files limit; each binds its own loopback source address, so that 30,000
-connections to one port do not run out of ephemeral ports.
+A process opens its share of a step's connections (`subscriber_process`);
+`bench.fleet.SubscriberFleet` starts and drives several.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import re
 import time
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 import uvloop
 
 from bench.publisher import BODY_LEN
+from bench.tally import FINE, HIST_SIZE, FleetResult, TopicTally, bucket_of
 
-FINE = 100_000
-"""Latency buckets of 0.1 ms up to 10 s, then of 10 ms up to 10 minutes (the maximum is exact)."""
-HIST_SIZE = FINE + 59_000
 CONNECT_CONCURRENCY = 256
 """Connections a process opens at once, so the server's accept backlog never overflows."""
 CONNECT_TIMEOUT = 30.0
 
 _FIND = re.compile(rb'"seq": *(\d+), "ts": *([0-9.]+)').findall
 _START = b'{"seq"'
-
-
-def bucket_of(tenths_of_ms: int) -> int:
-    """The bucket of a latency in units of 0.1 ms (the fast path handles 0-10 s inline)."""
-    if tenths_of_ms < FINE:
-        return max(0, tenths_of_ms)
-    return min(HIST_SIZE - 1, FINE + (tenths_of_ms - FINE) // 100)
-
-
-def bucket_top(bucket: int) -> float:
-    """The upper edge of a bucket, in seconds."""
-    if bucket < FINE:
-        return (bucket + 1) * 1e-4
-    return 10.0 + (bucket - FINE + 1) * 0.01
-
-
-@dataclass
-class Histogram:
-    """Latency counts in 0.1 ms buckets, with the exact maximum."""
-
-    counts: Counter[int] = field(default_factory=Counter)
-    maximum: float = 0.0
-
-    def merge(self, other: Histogram) -> None:
-        self.counts.update(other.counts)
-        self.maximum = max(self.maximum, other.maximum)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def quantile(self, q: float) -> float | None:
-        """The latency (seconds, upper bucket edge) below which a fraction ``q`` falls."""
-        total = self.total
-        if not total:
-            return None
-        rank = q * total
-        seen = 0
-        for bucket in sorted(self.counts):
-            seen += self.counts[bucket]
-            if seen >= rank:
-                return min(bucket_top(bucket), self.maximum)
-        return self.maximum
-
-
-@dataclass
-class TopicTally:
-    """Per topic: connections, distinct events they received, and repeats."""
-
-    connections: int = 0
-    unique: int = 0
-    duplicates: int = 0
-
-
-@dataclass
-class FleetResult:
-    """What a set of subscriber processes saw, merged."""
-
-    connected: int = 0
-    failed: int = 0
-    disconnects: int = 0
-    received: int = 0
-    tally_cpu: float = 0.0
-    """CPU seconds spent reading the events' numbers, after the step (`SseSubscriber.tally`)."""
-    connect_times: list[float] = field(default_factory=list)
-    topics: dict[str, TopicTally] = field(default_factory=dict)
-    latency: Histogram = field(default_factory=Histogram)
-    opened_at: float = 0.0
-    first_event_at: float = 0.0
-    last_event_at: float = 0.0
-    errors: list[str] = field(default_factory=list)
-
-    def merge(self, other: FleetResult) -> None:
-        self.connected += other.connected
-        self.failed += other.failed
-        self.disconnects += other.disconnects
-        self.received += other.received
-        self.tally_cpu += other.tally_cpu
-        self.connect_times.extend(other.connect_times)
-        for topic, tally in other.topics.items():
-            mine = self.topics.setdefault(topic, TopicTally())
-            mine.connections += tally.connections
-            mine.unique += tally.unique
-            mine.duplicates += tally.duplicates
-        self.latency.merge(other.latency)
-        stamps = [t for t in (self.opened_at, other.opened_at) if t]
-        self.opened_at = min(stamps, default=0.0)
-        firsts = [t for t in (self.first_event_at, other.first_event_at) if t]
-        self.first_event_at = min(firsts, default=0.0)
-        self.last_event_at = max(self.last_event_at, other.last_event_at)
-        self.errors.extend(other.errors[:5])
-
-    def lost(self, expected: dict[str, int]) -> int:
-        """Events each connection should have had, less the distinct ones it got."""
-        return sum(
-            max(0, expected.get(topic, 0) * tally.connections - tally.unique)
-            for topic, tally in self.topics.items()
-        )
-
-    @property
-    def duplicates(self) -> int:
-        return sum(t.duplicates for t in self.topics.values())
 
 
 @dataclass(frozen=True)
@@ -392,107 +284,8 @@ async def _serve(
         link.send(("result", result))
 
 
-def _process_main(
+def subscriber_process(
     config: FleetConfig, index: int, link: multiprocessing.connection.Connection
 ) -> None:
+    """One subscriber process: its connections, the fleet's commands, then what they saw."""
     uvloop.run(_serve(config, index, link))
-
-
-class SubscriberFleet:
-    """Subscriber processes driven from the (synchronous) benchmark runner.
-
-    >>> fleet = SubscriberFleet(FleetConfig("127.0.0.1", 8080, ("a",) * 100, processes=2))
-    """
-
-    def __init__(self, config: FleetConfig) -> None:
-        self.config = config
-        self._ctx = multiprocessing.get_context("spawn")
-        self._procs: list[multiprocessing.process.BaseProcess] = []
-        self._links: list[multiprocessing.connection.Connection] = []
-
-    def connect(self, timeout: float = 120.0) -> tuple[int, int, list[str]]:
-        """Start the processes and open every connection: (connected, failed, some errors)."""
-        n = max(1, min(self.config.processes, len(self.config.topics)))
-        for i in range(n):
-            share = self.config.topics[i::n]
-            mine = dataclasses.replace(self.config, topics=share)
-            parent, child = self._ctx.Pipe()
-            proc = self._ctx.Process(target=_process_main, args=(mine, i, child), daemon=True)
-            proc.start()
-            self._procs.append(proc)
-            self._links.append(parent)
-        connected = failed = 0
-        errors: list[str] = []
-        for link in self._links:
-            message = self._recv(link, timeout)
-            connected += message[1]
-            failed += message[2]
-            errors.extend(message[3])
-        return connected, failed, errors
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs if p.pid is not None]
-
-    def count(self) -> tuple[int, float]:
-        """Events received so far over all processes, and when the latest arrived."""
-        total, latest = 0, 0.0
-        for link in self._links:
-            link.send("count")
-        for link in self._links:
-            received, at = self._recv(link, 10.0)
-            total += received
-            latest = max(latest, at)
-        return total, latest
-
-    def wait_for(self, expected: int, *, quiet: float, limit: float) -> int:
-        """Wait until ``expected`` events arrived, none came for ``quiet`` s, or ``limit`` s."""
-        start = last_change = time.monotonic()
-        seen = -1
-        while True:
-            received, _ = self.count()
-            now = time.monotonic()
-            if received >= expected or now - start > limit:
-                return received
-            if received != seen:
-                seen, last_change = received, now
-            elif now - last_change > quiet:
-                return received
-            time.sleep(0.1)
-
-    def finish(self) -> FleetResult:
-        """Close every connection, stop the processes, and merge what they saw."""
-        result = FleetResult()
-        for link in self._links:
-            try:
-                link.send("finish")
-            except OSError:
-                continue
-        for link in self._links:
-            try:
-                message = self._recv(link, 60.0)
-            except (EOFError, OSError, TimeoutError) as exc:
-                result.errors.append(f"a subscriber process failed: {exc!r}")
-                continue
-            result.merge(message[1])
-        self.close()
-        return result
-
-    def close(self) -> None:
-        for proc in self._procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-        self._procs.clear()
-        self._links.clear()
-
-    @staticmethod
-    def _recv(link: multiprocessing.connection.Connection, timeout: float) -> Any:
-        if not link.poll(timeout):
-            raise TimeoutError(f"a subscriber process did not answer within {timeout:.0f} s")
-        return link.recv()
-
-
-def spread(topics: Sequence[str], connections: int) -> tuple[str, ...]:
-    """``connections`` subscriptions dealt round-robin over ``topics``."""
-    return tuple(topics[i % len(topics)] for i in range(connections))

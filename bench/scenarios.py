@@ -15,9 +15,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.loadgen import FleetConfig, FleetResult, SubscriberFleet, spread
+from bench.fleet import SubscriberFleet, spread
+from bench.loadgen import FleetConfig
 from bench.publisher import Publisher, PublishPlan, PublishResult
 from bench.stream import LatencyProbe, ProbeResult
+from bench.tally import FleetResult
 from bench.targets import Broker, Target, Usage, tree_usage
 
 SETTLE = 0.5

@@ -24,7 +24,7 @@ import aiormq
 import aiormq.abc
 import uvloop
 
-from bench.loadgen import HIST_SIZE, Histogram, bucket_of
+from bench.tally import HIST_SIZE, Histogram, bucket_of
 
 PREFETCH = 1000
 """Prefetch of every consumer here: the gateway's default, so the comparison is like for like."""
