@@ -25,6 +25,7 @@ from typing import Any
 
 from bench import profile
 from bench.backlog import catch_up, fill_backlog, ingest, ingest_reference
+from bench.broker import Broker
 from bench.report import build_rows, machine, render_table, write_chart, write_json
 from bench.scenarios import Run, Step, brief, fanout, saturation
 from bench.targets import (
@@ -36,7 +37,6 @@ from bench.targets import (
     ROOT,
     SEED_NODE,
     SEED_PYTHON,
-    Broker,
     Hopcast,
     HopcastAsgi,
     Nchan,

@@ -15,12 +15,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bench.broker import Broker
 from bench.fleet import SubscriberFleet, spread
 from bench.loadgen import FleetConfig
 from bench.publisher import Publisher, PublishPlan, PublishResult
 from bench.stream import LatencyProbe, ProbeResult
 from bench.tally import FleetResult
-from bench.targets import Broker, Target, Usage, tree_usage
+from bench.targets import Target, Usage, tree_usage
 
 SETTLE = 0.5
 """Seconds between the last connection and the first event."""
