@@ -18,6 +18,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -338,6 +339,24 @@ class Nchan(Target):
         conf.write_text(text)
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         return [nginx, "-p", str(self._dir), "-c", str(conf)], {}, self._dir
+
+
+def make_target(name: str, broker: Broker, run_id: str) -> Target:
+    """The target ``name`` stands for (``--target``), not started yet."""
+    if name in ASGI_SERVERS:
+        return HopcastAsgi(name, broker, run_id)
+    makers: dict[str, Callable[[], Target]] = {
+        HOPCAST: lambda: Hopcast(HOPCAST, broker, run_id),
+        HOPCAST_W2: lambda: Hopcast(HOPCAST_W2, broker, run_id, workers=2),
+        SEED_NODE: lambda: SeedNode(broker, run_id),
+        SEED_PYTHON: lambda: SeedPython(broker, run_id),
+        NCHAN: lambda: Nchan(broker, run_id),
+        f"{NCHAN}-w2": lambda: Nchan(broker, run_id, workers=2),
+    }
+    make = makers.get(name)
+    if make is None:
+        raise ValueError(f"no such target: {name}")
+    return make()
 
 
 def missing_baselines() -> dict[str, str]:
