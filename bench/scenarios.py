@@ -148,18 +148,7 @@ def fanout(
     names = tuple(f"s{n}.t{k}" for k in range(topics))
     per_topic = max(1, subscribers // topics)
     step = Step(target.name, scenario, subscribers, topics, rate, rate * per_topic)
-    config = FleetConfig(
-        "127.0.0.1",
-        target.port,
-        spread(names, subscribers),
-        ready_marker=target.ready_marker,
-        processes=processes,
-        source_net=n % 250 + 1,
-        max_seconds=seconds * 10 + idle + 300,
-    )
-    fleet = SubscriberFleet(config)
-    step.load_before = round(os.getloadavg()[0], 2)
-    before = target.usage()
+    fleet = _fleet(target, spread(names, subscribers), processes, n, seconds * 10 + idle + 300)
     try:
         window = _connect_and_publish(
             run,
@@ -176,17 +165,34 @@ def fanout(
         )
     finally:
         result = fleet.finish()
-    _fill(step, result, window.sent, before=before, idle=window.idle, after=window.after)
-    _fill_overheads(step, result, window)
+    _fill(step, result, window)
     if not target.alive():
         step.errors.append(f"{target.name} died: {target.log_tail(5)}")
     return step
+
+
+def _fleet(
+    target: Target, topics: tuple[str, ...], processes: int, step: int, max_seconds: float
+) -> SubscriberFleet:
+    """A fleet opening one connection per entry of ``topics``; ``step`` picks its addresses."""
+    config = FleetConfig(
+        "127.0.0.1",
+        target.port,
+        topics,
+        ready_marker=target.ready_marker,
+        processes=processes,
+        source_net=step % 250 + 1,
+        max_seconds=max_seconds,
+    )
+    return SubscriberFleet(config)
 
 
 @dataclass
 class _Window:
     """What a step measured while its subscribers were connected."""
 
+    before: Usage
+    """The target's usage before anyone connected."""
     idle: Usage
     """The target's usage once everyone connected, before any event."""
     after: Usage
@@ -213,6 +219,8 @@ def _connect_and_publish(
     on_publish: Callable[[], object] | None,
 ) -> _Window:
     """Connect the fleet, publish, and wait for the events, measuring the target around it."""
+    step.load_before = round(os.getloadavg()[0], 2)
+    before = target.usage()
     step.connected, step.failed, errors = fleet.connect()
     step.errors.extend(errors[:3])
     time.sleep(SETTLE + idle)
@@ -233,31 +241,12 @@ def _connect_and_publish(
     after = target.usage()
     gen_cpu = sum(tree_usage(pid).cpu for pid in fleet.pids()) - gen_before
     bare = probe.stop() if probe is not None else None
-    return _Window(idle_usage, after, sent, gen_cpu, bare)
+    return _Window(before, idle_usage, after, sent, gen_cpu, bare)
 
 
-def _fill_overheads(step: Step, result: FleetResult, window: _Window) -> None:
-    """The measuring side's own CPU per event, and the bare stream consumer's p99."""
-    if step.received:
-        # The tally of what arrived runs after the step; it counts as the generator's work.
-        gen_cpu = window.generator_cpu + result.tally_cpu
-        step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
-    sent = window.sent
-    if sent.sent:
-        step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
-    if window.bare is not None:
-        step.bare_p99_ms = _ms(window.bare.latency.quantile(0.99))
-
-
-def _fill(
-    step: Step,
-    result: FleetResult,
-    sent: PublishResult,
-    *,
-    before: Usage,
-    idle: Usage,
-    after: Usage,
-) -> None:
+def _fill(step: Step, result: FleetResult, window: _Window) -> None:
+    """The step's figures, from what the fleet saw and what was measured around it."""
+    sent, before, idle, after = window.sent, window.before, window.idle, window.after
     step.published = sent.sent
     step.expected = sum(
         sent.per_topic.get(t, 0) * tally.connections for t, tally in result.topics.items()
@@ -281,6 +270,20 @@ def _fill(
         step.rss_kb_per_connection = round((idle.rss - before.rss) / step.connected / 1024, 2)
     step.connect_p50_ms = _ms(_quantile(result.connect_times, 0.50))
     step.connect_p99_ms = _ms(_quantile(result.connect_times, 0.99))
+    _fill_overheads(step, result, window)
+
+
+def _fill_overheads(step: Step, result: FleetResult, window: _Window) -> None:
+    """The measuring side's own CPU per event, and the bare stream consumer's p99."""
+    if step.received:
+        # The tally of what arrived runs after the step; it counts as the generator's work.
+        gen_cpu = window.generator_cpu + result.tally_cpu
+        step.generator_us_per_delivery = round(gen_cpu / step.received * 1e6, 2)
+    sent = window.sent
+    if sent.sent:
+        step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
+    if window.bare is not None:
+        step.bare_p99_ms = _ms(window.bare.latency.quantile(0.99))
 
 
 def saturation(
