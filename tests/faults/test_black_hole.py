@@ -13,13 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (
-    Timings,
-    amqp_host_port,
-    gateway,
-    wait_status,
-)
-from tests.faults.proxy import BlackHoleProxy
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -34,7 +27,11 @@ from tests.faults.subscribers import (
     flowing,
     open_fresh,
 )
-from tests.support import AMQP_URL, Names
+from tests.faults.timings import Timings
+from tests.support.processes import child_gateway
+from tests.support.proxy import BlackHoleProxy
+from tests.support.rabbitmq import AMQP_URL, Names, amqp_host_port
+from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
@@ -57,8 +54,8 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
             "HOPCAST_AMQP_HEARTBEAT": "2",
             "HOPCAST_RETRY": "300",
         }
-        gw = stack.enter_context(gateway(env, log_dir=tmp_path))
-        await wait_status(f"{gw.url}/readyz", 200)
+        gw = stack.enter_context(child_gateway(env, log_dir=tmp_path))
+        await wait_ready(gw.url)
         pool = Pool(gw.url)
         publisher = await stack.enter_async_context(Publisher(names.exchange))
         subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
@@ -76,7 +73,7 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
         timings.mark("black hole")
         if route == "heal":
             # nothing closes the link: only the AMQP heartbeat can tell the gateway
-            await wait_status(f"{gw.url}/readyz", 503, timeout=60)
+            await wait_ready(gw.url, ready=False, timeout=60)
             timings.mark("noticed")
             away = Subscriber("resumes while away", pool, ("f.a.#",), last_event_id=early)
             await stack.enter_async_context(away)
@@ -88,7 +85,7 @@ async def test_a_silent_broker_link_is_noticed_and_nothing_is_lost(
         # events published after the cut reach clients only through a new connection
         await flowing(subs, publisher, "the black hole" if route == "failover" else "healing")
         timings.mark("flowing again")
-        await wait_status(f"{gw.url}/readyz", 200)
+        await wait_ready(gw.url)
         total = await publisher.stop(more=50)
         truth = await read_stream([AMQP_URL], names.stream, total)
         after = Subscriber("since first, after", pool, ("f.#",), since_first=True)

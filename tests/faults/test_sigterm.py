@@ -13,11 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.faults.harness import (
-    Timings,
-    gateway,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -33,7 +28,10 @@ from tests.faults.subscribers import (
     flowing,
     open_fresh,
 )
-from tests.support import AMQP_URL, Names
+from tests.faults.timings import Timings
+from tests.support.processes import child_gateway
+from tests.support.rabbitmq import AMQP_URL, Names
+from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
@@ -51,11 +49,11 @@ async def test_sigterm_sends_clients_to_another_instance_without_loss(
         "HOPCAST_SHUTDOWN_GRACE": str(GRACE),
     }
     with (
-        gateway(env, log_dir=tmp_path, label="a") as a,
-        gateway(env, log_dir=tmp_path, label="b") as b,
+        child_gateway(env, log_dir=tmp_path, label="a") as a,
+        child_gateway(env, log_dir=tmp_path, label="b") as b,
     ):
-        await wait_status(f"{a.url}/readyz", 200)
-        await wait_status(f"{b.url}/readyz", 200)
+        await wait_ready(a.url)
+        await wait_ready(b.url)
         pool = Pool(a.url, b.url)  # a load balancer: connections alternate between the two
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))

@@ -10,13 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (
-    GatewayProcess,
-    Timings,
-    client_ports,
-    gateway,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -31,7 +24,10 @@ from tests.faults.subscribers import (
     flowing,
     open_fresh,
 )
-from tests.support import AMQP_URL, Names, until
+from tests.faults.timings import Timings
+from tests.support.processes import ChildGateway, child_gateway, client_ports
+from tests.support.rabbitmq import AMQP_URL, Names
+from tests.support.waits import until, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
@@ -39,8 +35,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_path: Path) -> None:
     timings = Timings()
     env = {**names.env(), "HOPCAST_RETRY": "300"}
-    with gateway(env, "--workers", "2", log_dir=tmp_path) as gw:
-        await wait_status(f"{gw.url}/readyz", 200)
+    with child_gateway(env, "--workers", "2", log_dir=tmp_path) as gw:
+        await wait_ready(gw.url)
         await until(lambda: len(gw.workers()) == 2, "two workers")
         timings.mark("gateway ready")
         pool = Pool(gw.url)
@@ -96,5 +92,5 @@ async def test_a_killed_worker_s_clients_resume_on_another(names: Names, tmp_pat
     timings.show("worker kill")
 
 
-def _replaced(gw: GatewayProcess, victim: int) -> Callable[[], bool]:
+def _replaced(gw: ChildGateway, victim: int) -> Callable[[], bool]:
     return lambda: len(gw.workers()) == 2 and victim not in gw.workers()

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 from hopcast._broker.memory import MemoryBroker
 from hopcast._core.settings import Settings
-from tests.support import Gateway, Listener, serve_in_loop
+from tests.support.clients import Listener
+from tests.support.gateways import Gateway, serve_in_loop
 
 PROBLEM = "application/problem+json"
 IO_TIMEOUT = 30.0
@@ -37,9 +38,3 @@ async def full_gateway(settings: Settings, *, server: str = "native") -> AsyncIt
         assert held.status == 200
         yield gw
         assert not held.ended.is_set(), "the held stream was dropped"
-
-
-def broker_of(gw: Gateway) -> MemoryBroker:
-    broker = gw.hub.broker
-    assert isinstance(broker, MemoryBroker)
-    return broker

@@ -13,7 +13,10 @@ from collections.abc import Mapping
 import httpx
 import jwt
 
-from tests.support import child_gateway, free_port, metric, wait_ready
+from tests.support.clients import metric
+from tests.support.net import free_port
+from tests.support.processes import child_gateway
+from tests.support.waits import wait_ready
 
 MEMORY = {"HOPCAST_BROKER": "memory://", "HOPCAST_LOG_LEVEL": "warning"}
 

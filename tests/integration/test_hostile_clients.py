@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.integration.hostile_kit import IO_TIMEOUT
-from tests.support import ChildGateway, Listener, child_gateway, metric, wait_ready
+from tests.support.clients import Listener, metric
+from tests.support.processes import ChildGateway, child_gateway
+from tests.support.waits import wait_ready
 
 
 def rss(pid: int) -> int:

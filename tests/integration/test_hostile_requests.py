@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from tests.integration.hostile_kit import (
     IO_TIMEOUT,
     PROBLEM,
-    broker_of,
     full_gateway,
     published,
 )
-from tests.support import Gateway, exchange, settings_for
+from tests.support.gateways import memory_broker, settings_for
+from tests.support.net import exchange
 
 # Garbage on every input path, byte for byte
 
@@ -86,10 +86,6 @@ def http_request(
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
-
-
-def port_of(gw: Gateway) -> int:
-    return int(gw.url.rsplit(":", 1)[1])
 
 
 def get(target: bytes, *headers: bytes) -> bytes:
@@ -187,7 +183,7 @@ MALFORMED = [
 async def test_garbage_gets_a_problem_with_a_reason_and_publishes_nothing(server: str) -> None:
     settings = settings_for("memory", max_connections=1, max_event_bytes=4096, publish_rate=1000.0)
     async with full_gateway(settings, server=server) as gw:
-        port = port_of(gw)
+        port = gw.port
         for request, status, reason in REFUSED:
             answer = await asyncio.to_thread(raw_request, port, request)
             assert answer.status == status, (request[:80], answer)
@@ -199,7 +195,7 @@ async def test_garbage_gets_a_problem_with_a_reason_and_publishes_nothing(server
                 assert answer.problem()["detail"]
         # Still serving, and none of it reached the broker.
         assert (await asyncio.to_thread(raw_request, port, get(b"/healthz"))).status == 200
-        assert await published(broker_of(gw)) == 0
+        assert await published(memory_broker(gw)) == 0
 
 
 @pytest.mark.parametrize("server", ["native", "uvicorn"])
@@ -208,7 +204,7 @@ async def test_a_body_cut_short_is_refused_quietly(
 ) -> None:
     """A client that announces more body than it sends and leaves: no 5xx, no traceback."""
     async with full_gateway(settings_for("memory", max_connections=1), server=server) as gw:
-        port = port_of(gw)
+        port = gw.port
         for head in (
             b"POST /events/a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
             b"POST /events/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n01",
@@ -222,7 +218,7 @@ async def test_a_body_cut_short_is_refused_quietly(
                 await asyncio.sleep(0.3)
         answer = await asyncio.to_thread(raw_request, port, get(b"/healthz"))
         assert answer.status == 200
-        assert await published(broker_of(gw)) == 0
+        assert await published(memory_broker(gw)) == 0
     crashes = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not crashes, [r.getMessage() for r in crashes]
 
@@ -300,6 +296,6 @@ def hammer(port: int, examples: int) -> Counter[int]:
 async def test_random_garbage_never_gets_a_5xx() -> None:
     settings = settings_for("memory", max_connections=1, publish_rate=100_000.0)
     async with full_gateway(settings) as gw:
-        seen = await asyncio.to_thread(hammer, port_of(gw), 1000)
-        assert await published(broker_of(gw)) == seen[202]
+        seen = await asyncio.to_thread(hammer, gw.port, 1000)
+        assert await published(memory_broker(gw)) == seen[202]
     assert seen[400] > 0 and seen[202] > 0, seen

@@ -25,7 +25,9 @@ from starlette.routing import Route
 from hopcast._core.errors import ConfigError
 from hopcast._http.app import create_app
 from hopcast._rights import keys
-from tests.support import free_port, serve_asgi, serve_in_loop, settings_for, until
+from tests.support.gateways import serve_asgi, serve_in_loop, settings_for
+from tests.support.net import free_port
+from tests.support.waits import until
 
 A, B = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
