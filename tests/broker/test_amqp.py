@@ -123,6 +123,7 @@ async def test_connection_failures_are_reported_clearly(names: Names) -> None:
         await StreamConsumer.open("amqp://127.0.0.1:1/", names.stream, "first", prefetch=10)
 
 
+@pytest.mark.slow
 async def test_a_patient_tail_probe_waits_for_a_late_first_message(
     amqp_broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -137,6 +138,7 @@ async def test_a_patient_tail_probe_waits_for_a_late_first_message(
     assert await probe == 0
 
 
+@pytest.mark.slow
 async def test_a_quick_tail_probe_gives_a_stream_rabbitmq_counts_messages_in_time(
     amqp_broker: AmqpBroker, names: Names, monkeypatch: pytest.MonkeyPatch
 ) -> None:

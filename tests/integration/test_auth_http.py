@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 
 from tests.support.clients import Listener, post
 from tests.support.gateways import serve_in_loop, settings_for
@@ -97,6 +98,7 @@ async def test_publish_needs_a_publish_grant() -> None:
         assert elsewhere.status_code == 403
 
 
+@pytest.mark.slow
 async def test_a_stream_ends_when_its_token_expires() -> None:
     async with serve_in_loop(jwt_settings(heartbeat=0.2)) as gw:
         short = token(["orders.*"], exp=int(time.time()) + 2)

@@ -7,6 +7,7 @@ import json
 import socket
 
 import httpx
+import pytest
 
 from tests.support.clients import Listener
 from tests.support.gateways import (
@@ -34,6 +35,7 @@ async def _raw_subscriber(
     return reader, writer
 
 
+@pytest.mark.slow
 async def test_a_slow_client_is_cut_off_and_catches_up(broker_kind: str, names: Names) -> None:
     total = 300
     settings = settings_for(broker_kind, names, queue_size=50, max_event_bytes=70_000)

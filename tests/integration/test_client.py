@@ -35,6 +35,7 @@ async def jwt_gateway() -> AsyncIterator[Gateway]:
         yield gw
 
 
+@pytest.mark.slow
 async def test_a_token_function_carries_the_stream_across_expiries() -> None:
     """Each connection ends when its token does; the next resumes where it stopped."""
     issued: list[str] = []
@@ -132,6 +133,7 @@ async def test_a_connection_gone_silent_is_judged_dead_and_resumed() -> None:
 
 
 @pytest.mark.usefixtures("rabbitmq")
+@pytest.mark.slow
 async def test_every_event_once_across_gateway_restarts(names: Names) -> None:
     """Published straight to RabbitMQ, some while no gateway runs; read through two restarts."""
     env = {**names.env(), "HOPCAST_RETRY": "200"}

@@ -162,6 +162,7 @@ async def test_openapi_document_is_served_and_names_every_route() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["native", "uvicorn"])
+@pytest.mark.fuzz
 async def test_schemathesis_finds_no_error_and_no_answer_outside_the_schema(server: str) -> None:
     credentials: list[dict[str, str]] = [{}]
     if server == "native":  # what `hopcast serve` runs
@@ -180,6 +181,7 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_schema(serv
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz
 async def test_schemathesis_with_jwt_auth() -> None:
     everything = token(["#"], ["#"])
     credentials = [

@@ -293,6 +293,7 @@ def hammer(port: int, examples: int) -> Counter[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz
 async def test_random_garbage_never_gets_a_5xx() -> None:
     settings = settings_for("memory", max_connections=1, publish_rate=100_000.0)
     async with full_gateway(settings) as gw:

@@ -157,6 +157,7 @@ async def test_garbage_later_keeps_the_keys_in_use(caplog: pytest.LogCaptureFixt
             assert await status(http, token("a", A)) == 202
 
 
+@pytest.mark.slow
 def test_serve_says_it_cannot_fetch_the_keys_and_stops() -> None:
     url = f"http://127.0.0.1:{free_port()}/jwks.json"
     result = subprocess.run(

@@ -20,7 +20,8 @@ from tests.support.rabbitmq import Names, amqp_publish, rabbitmqctl_table
 from tests.support.sse import EventStream
 from tests.support.waits import wait_ready
 
-pytestmark = pytest.mark.usefixtures("rabbitmq")
+# Each test starts gateways (or the CLI) in child processes.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
 
 def test_a_bad_setting_fails_at_start_naming_it() -> None:
@@ -149,7 +150,6 @@ def _stream_consumers(stream: str) -> int:
     )
 
 
-@pytest.mark.slow
 async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: Names) -> None:
     """1,000 clients resume at once on a fresh gateway: a handful of consumers, not 1,000."""
     total, clients = 3000, 1000

@@ -57,6 +57,7 @@ async def test_header_wins_over_query_and_since(broker_kind: str, names: Names) 
         assert sub.data() == ["3", "4"]
 
 
+@pytest.mark.slow
 async def test_since_a_time(broker_kind: str, names: Names) -> None:
     async with serve_in_loop(settings_for(broker_kind, names)) as gw:
         await publish_raw(gw, broker_kind, names, [("a", b"old", None)])
@@ -105,6 +106,7 @@ async def test_heartbeat_moves_the_id_to_the_latest_safe_offset(
             assert [e.data for e in await r.wait_for(1)] == ["after"]
 
 
+@pytest.mark.slow
 async def test_resume_exactness_while_subscribers_reconnect(broker_kind: str, names: Names) -> None:
     """Many subscribers drop and resume while events flow; each ends with the exact sequence."""
     total = 300
@@ -148,6 +150,7 @@ async def test_resume_exactness_while_subscribers_reconnect(broker_kind: str, na
             assert got == [str(i) for i in range(total)]
 
 
+@pytest.mark.slow
 async def test_stream_recreated_under_a_running_gateway(broker_kind: str, names: Names) -> None:
     async with serve_in_loop(settings_for(broker_kind, names)) as gw:
         async with Listener(f"{gw.url}/events/z") as sub:

@@ -18,7 +18,7 @@ from tests.support.clients import Listener
 from tests.support.gateways import create_app_server, serve_in_loop, settings_for
 from tests.support.rabbitmq import Names, amqp_publish, publish_with_pika, until_counted
 
-pytestmark = pytest.mark.usefixtures("rabbitmq")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
 
 async def test_a_gateway_starting_on_a_slow_broker_sends_fresh_subscribers_no_history(
