@@ -19,10 +19,10 @@ from tests.support.rabbitmq import AMQP_URL, Names, delete_topology, publish_wit
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
 
-async def test_whatever_another_client_publishes_arrives_whole(
-    amqp_broker: AmqpBroker, names: Names
-) -> None:
-    headers = {
+EVERY_PROPERTY = pika.BasicProperties(
+    content_type="application/json",
+    content_encoding="utf-8",
+    headers={
         "bool": True,
         "int": 7,
         "big": 2**40,
@@ -34,28 +34,28 @@ async def test_whatever_another_client_publishes_arrives_whole(
         "when": datetime(2026, 1, 1),
         # a decimal header makes RabbitMQ 3.10 close the publisher's connection (541)
         # when it routes to a stream; the codec's own test covers that type
-    }
+    },
+    delivery_mode=2,
+    priority=3,
+    correlation_id="c",
+    reply_to="r",
+    expiration="60000",
+    message_id="m",
+    timestamp=1700000000,
+    type="price",
+    user_id="guest",
+    app_id="a",
+)
+"""Every property AMQP 0-9-1 has, and a header of each type a stream takes."""
+
+
+async def test_whatever_another_client_publishes_arrives_whole(
+    amqp_broker: AmqpBroker, names: Names
+) -> None:
     big = bytes(range(256)) * 1200  # 300 KiB: more than one body frame
     items = [
         (b"plain", pika.BasicProperties()),
-        (
-            b'{"all": "properties"}',
-            pika.BasicProperties(
-                content_type="application/json",
-                content_encoding="utf-8",
-                headers=headers,
-                delivery_mode=2,
-                priority=3,
-                correlation_id="c",
-                reply_to="r",
-                expiration="60000",
-                message_id="m",
-                timestamp=1700000000,
-                type="price",
-                user_id="guest",
-                app_id="a",
-            ),
-        ),
+        (b'{"all": "properties"}', EVERY_PROPERTY),
         (big, pika.BasicProperties(type="big")),
         (b"", pika.BasicProperties(type="empty")),
         (b"poison", pika.BasicProperties(type=b"\xff\xfe")),

@@ -266,6 +266,17 @@ async def test_patterns_route_like_rabbitmq(rabbitmq: None) -> None:
     for key in ROUTING_KEYS:
         parse_topic(key)  # a topic a publisher may use
     keys = ROUTING_KEYS + OTHER_KEYS
+    routed = await _routed_by_rabbitmq(ROUTED_PATTERNS, keys)
+    expected = {
+        pattern: {key for key in keys if Pattern.parse(pattern).matches(key)}
+        for pattern in ROUTED_PATTERNS
+    }
+    assert routed == expected
+    assert all(expected.values())  # every binding is exercised
+
+
+async def _routed_by_rabbitmq(patterns: list[str], keys: list[str]) -> dict[str, set[str]]:
+    """The keys a topic exchange of a test's own routes to a queue bound with each pattern."""
     exchange = f"hopcast-test.routing.{uuid.uuid4().hex[:12]}"
     conn = await aiormq.connect(AMQP_URL)
     try:
@@ -273,7 +284,7 @@ async def test_patterns_route_like_rabbitmq(rabbitmq: None) -> None:
         await channel.exchange_declare(exchange, exchange_type="topic")
         try:
             queues: dict[str, str] = {}
-            for pattern in ROUTED_PATTERNS:
+            for pattern in patterns:
                 declared = await channel.queue_declare(
                     "",
                     exclusive=True,
@@ -301,15 +312,9 @@ async def test_patterns_route_like_rabbitmq(rabbitmq: None) -> None:
                     assert message.routing_key is not None
                     assert message.body == message.routing_key.encode()
                     got.add(message.routing_key)
+            return routed
         finally:
             cleanup = await conn.channel()  # the first one may have been closed by an error
             await cleanup.exchange_delete(exchange)
     finally:
         await conn.close()
-
-    expected = {
-        pattern: {key for key in keys if Pattern.parse(pattern).matches(key)}
-        for pattern in ROUTED_PATTERNS
-    }
-    assert routed == expected
-    assert all(expected.values())  # every binding is exercised

@@ -324,3 +324,28 @@ async def open_fresh(
     await publisher.publish(30)
     await subs[0].wait_count(10)
     return subs, subs[0].events[9].id
+
+
+async def join(
+    stack: contextlib.AsyncExitStack,
+    subs: list[Subscriber],
+    *more: Subscriber,
+    past: int | None = None,
+) -> None:
+    """Open ``more`` subscribers beside ``subs``; with ``past``, wait until each read beyond it."""
+    for sub in more:
+        await stack.enter_async_context(sub)
+        if past is not None:
+            await sub.wait_for_offset(past + 1)
+    subs.extend(more)
+
+
+async def read_back(
+    stack: contextlib.AsyncExitStack, pool: Pool, subs: list[Subscriber], truth: Sequence[Stored]
+) -> Subscriber:
+    """After the fault, one more subscriber reads everything from the stream's first event;
+    then every subscriber is waited for until it holds its last expected event."""
+    after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+    await join(stack, subs, after)
+    await caught_up(subs, truth)
+    return after

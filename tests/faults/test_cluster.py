@@ -26,9 +26,10 @@ from tests.faults.subscribers import (
     Pool,
     Subscriber,
     assert_exact,
-    caught_up,
     flowing,
+    join,
     open_fresh,
+    read_back,
 )
 from tests.faults.timings import Timings
 from tests.support.processes import ChildGateway, child_gateway
@@ -80,13 +81,12 @@ async def _run_failover(
     async with contextlib.AsyncExitStack() as stack:
         publisher = await stack.enter_async_context(Publisher(names.exchange, cluster.urls))
         subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
-        more = [
+        await join(
+            stack,
+            subs,
             Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
             Subscriber("since first", pool, ("f.a.*",), since_first=True),
-        ]
-        for sub in more:
-            await stack.enter_async_context(sub)
-        subs += more
+        )
         publisher.start(interval=0.01)
         await publisher.wait_confirmed(100)
 
@@ -103,10 +103,7 @@ async def _run_failover(
         timings.mark(f"stream leader now {new_leader}")
         total = await publisher.stop(more=100)
         truth = await read_stream([n.url for n in survivors], names.stream, total)
-        after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
-        await stack.enter_async_context(after)
-        subs.append(after)
-        await caught_up(subs, truth)
+        await read_back(stack, pool, subs, truth)
         timings.mark(f"{total} caught up")
     check_sequence(truth, total)
     assert_exact(subs, truth, [gw])

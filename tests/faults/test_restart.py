@@ -18,9 +18,10 @@ from tests.faults.subscribers import (
     Pool,
     Subscriber,
     assert_exact,
-    caught_up,
     flowing,
+    join,
     open_fresh,
+    read_back,
 )
 from tests.faults.timings import Timings
 from tests.support.processes import child_gateway
@@ -40,14 +41,13 @@ async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
             subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
             # resuming and replaying subscribers, joined before the fault
-            more = [
+            await join(
+                stack,
+                subs,
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
                 Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
                 Subscriber("since first", pool, ("f.b.*",), since_first=True),
-            ]
-            for sub in more:
-                await stack.enter_async_context(sub)
-            subs += more
+            )
             publisher.start(interval=0.01)
             await publisher.wait_confirmed(150)
             timings.mark("stop_app")
@@ -55,9 +55,7 @@ async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path:
                 await wait_ready(gw.url, ready=False)
                 # a client resuming while the broker is away is served from the ring
                 away = Subscriber("resumes while away", pool, ("f.*.x",), last_event_id=early)
-                await stack.enter_async_context(away)
-                subs.append(away)
-                await away.wait_for_offset(early + 1)
+                await join(stack, subs, away, past=early)
                 await asyncio.sleep(2)
             timings.mark("started again")
             await flowing(subs, publisher, "the broker came back")
@@ -67,10 +65,7 @@ async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path:
             timings.mark(f"{total} confirmed")
             truth = await read_stream([AMQP_URL], names.stream, total)
             # read it back from the beginning through the gateway, after the fault
-            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
-            await stack.enter_async_context(after)
-            subs.append(after)
-            await caught_up(subs, truth)
+            await read_back(stack, pool, subs, truth)
             timings.mark("caught up")
         repeats = check_sequence(truth, total)
         assert_exact(subs, truth, [gw])

@@ -23,6 +23,7 @@ from tests.faults.subscribers import (
     assert_exact,
     caught_up,
     events_path,
+    join,
 )
 from tests.faults.timings import Timings
 from tests.support.processes import child_gateway
@@ -142,8 +143,7 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_catches_up(
                 last_event_id=int(last),
                 continues=(stalled.start, stalled.events),
             )
-            await stack.enter_async_context(resumed)
-            subs.append(resumed)
+            await join(stack, subs, resumed)
             await caught_up([resumed], truth)
             timings.mark("it caught up")
         check_sequence(truth, TOTAL)

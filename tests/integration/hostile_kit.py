@@ -34,7 +34,7 @@ async def full_gateway(settings: Settings, *, server: str = "native") -> AsyncIt
         serve_in_loop(settings, MemoryBroker(), server=server) as gw,
         Listener(f"{gw.url}/events/news.held") as held,
     ):
-        await held.wait_until(lambda s: b"retry:" in s.raw, IO_TIMEOUT)
+        await held.wait_until(lambda s: s.stream.retry is not None, IO_TIMEOUT)
         assert held.status == 200
         yield gw
         assert not held.ended.is_set(), "the held stream was dropped"

@@ -148,7 +148,7 @@ async def test_abusive_clients_do_not_starve_others_or_grow_memory() -> None:
         sent: list[str] = []
         memory = []
         async with Listener(f"{child.url}/events/flood") as subscriber:
-            await subscriber.wait_until(lambda s: b"retry:" in s.raw, IO_TIMEOUT)
+            await subscriber.wait_until(lambda s: s.stream.retry is not None, IO_TIMEOUT)
             for round_no in range(rounds):
                 await abuse_round(child, subscriber, sent, round_no=round_no, tally=tally)
                 await asyncio.sleep(0.5)  # let the server notice the departures

@@ -233,36 +233,37 @@ def encoded(text: str) -> bytes:
     return quote(text, safe="").encode()
 
 
-@st.composite
-def garbage_requests(draw: st.DrawFn) -> bytes:
-    """One request with garbage in one place (or several): path, query, headers or body."""
-    where = draw(
-        st.sampled_from(
-            ["path", "raw-path", "query-topic", "resume", "header", "auth", "publish", "event"]
-        )
-    )
-    text = draw(ANY_TEXT)
-    raw = draw(LINE_SAFE)
-    if where == "path":
-        return get(b"/events/" + encoded(text))
-    if where == "raw-path":
-        return get(b"/events/" + raw.replace(b" ", b""))
-    if where == "query-topic":
-        topics = draw(st.lists(ANY_TEXT, max_size=40))
-        return get(b"/events?" + b"&".join(b"topic=" + encoded(t) for t in topics))
-    if where == "resume":
-        name = draw(st.sampled_from([b"lastEventId", b"since", b"access_token"]))
-        value = raw if draw(st.booleans()) else encoded(text)
-        return get(b"/events/a?" + name + b"=" + value.replace(b" ", b"+"))
-    if where == "header":
-        name = draw(st.sampled_from([b"Last-Event-ID", b"Cookie", b"X-Forwarded-For"]))
-        return get(b"/events/a", name + b": " + raw)
-    if where == "auth":
-        return get(b"/events/a", b"Authorization: " + raw)
-    if where == "publish":
-        topic = draw(st.one_of(st.just("a"), ANY_TEXT))
-        return post_raw(b"/events/" + encoded(topic), raw)
-    return post_raw(b"/events/a?event=" + encoded(text), raw)
+def _resume(name: bytes, value: bytes) -> bytes:
+    return get(b"/events/a?" + name + b"=" + value.replace(b" ", b"+"))
+
+
+GARBAGE_REQUESTS = st.one_of(
+    ANY_TEXT.map(lambda text: get(b"/events/" + encoded(text))),  # the path, encoded
+    LINE_SAFE.map(lambda raw: get(b"/events/" + raw.replace(b" ", b""))),  # the path, raw
+    st.lists(ANY_TEXT, max_size=40).map(
+        lambda topics: get(b"/events?" + b"&".join(b"topic=" + encoded(t) for t in topics))
+    ),
+    st.builds(
+        _resume,
+        st.sampled_from([b"lastEventId", b"since", b"access_token"]),
+        st.one_of(LINE_SAFE, ANY_TEXT.map(encoded)),
+    ),
+    st.builds(
+        lambda name, raw: get(b"/events/a", name + b": " + raw),
+        st.sampled_from([b"Last-Event-ID", b"Cookie", b"X-Forwarded-For"]),
+        LINE_SAFE,
+    ),
+    LINE_SAFE.map(lambda raw: get(b"/events/a", b"Authorization: " + raw)),
+    st.builds(
+        lambda topic, raw: post_raw(b"/events/" + encoded(topic), raw),
+        st.one_of(st.just("a"), ANY_TEXT),
+        LINE_SAFE,
+    ),
+    st.builds(
+        lambda text, raw: post_raw(b"/events/a?event=" + encoded(text), raw), ANY_TEXT, LINE_SAFE
+    ),
+)
+"""One request with garbage in one place: the path, the query, a header or the body."""
 
 
 def hammer(port: int, examples: int) -> Counter[int]:
@@ -275,7 +276,7 @@ def hammer(port: int, examples: int) -> Counter[int]:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(garbage_requests())
+    @given(GARBAGE_REQUESTS)
     def send(request: bytes) -> None:
         answer = raw_request(port, request)
         seen[answer.status] += 1
