@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import settings
 
-from tests.jwt_kit import public_pem
-from tests.support import Names, delete_topology, need_rabbitmq
+from hopcast._broker.amqp import AmqpBroker
+from tests.support.gateways import settings_for
+from tests.support.rabbitmq import Names, delete_topology, need_rabbitmq
+from tests.support.rounds import register_profiles
 
-# A helper module with assertions of its own: report them as a test module's are.
-pytest.register_assert_rewrite("tests.integration.hostile_kit")
+# Helper modules with assertions of their own: report them as a test module's are.
+pytest.register_assert_rewrite("tests.integration.hostile_kit", "tests.hub.kit")
+
+register_profiles()
+settings.load_profile(os.environ.get("HOPCAST_HYPOTHESIS_PROFILE", "full"))
 
 
 @pytest.fixture(params=["memory", "amqp"])
@@ -36,21 +41,10 @@ def rabbitmq() -> None:
     need_rabbitmq()
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    """An RSA signing key for this test module."""
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def keydir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder for this test module's key files."""
-    return tmp_path_factory.mktemp("keys")
-
-
-@pytest.fixture(scope="module")
-def rsa_pem_file(keydir: Path, rsa_key: rsa.RSAPrivateKey) -> Path:
-    """The public half of ``rsa_key`` in a PEM file, as ``--jwt-key`` takes it."""
-    path = keydir / "rsa.pem"
-    path.write_bytes(public_pem(rsa_key))
-    return path
+@pytest.fixture
+async def amqp_broker(rabbitmq: None, names: Names) -> AsyncIterator[AmqpBroker]:
+    """The AMQP broker on this test's exchange and stream, started (a prefetch of 10)."""
+    broker = AmqpBroker(settings_for("amqp", names, prefetch=10))
+    await broker.start()
+    yield broker
+    await broker.aclose()

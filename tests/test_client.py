@@ -1,56 +1,22 @@
-"""The Python client's stream parser against the WHATWG oracle, fed in arbitrary pieces."""
+"""The Python client's stream parser against the tests' WHATWG parser, fed in arbitrary pieces."""
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hopcast._client import Event, EventStreamParser
 from hopcast._core.sse import encode_event, encode_heartbeat, encode_preamble
-from tests.sse_spec import parse
+from tests.support.rounds import rounds
+from tests.support.sse import parse, pieces, streams
 
-FAST = settings(max_examples=400, deadline=None)
-
-names = st.sampled_from(["data", "event", "id", "retry", "", "dat", "data ", "Data", "x"])
-values = st.one_of(
-    st.sampled_from(["", " ", "  x", "7", "0042", "1.5", "-1", "a\x00b", ":", "é", "\ufeff"]),
-    st.text(st.characters(blacklist_characters="\r\n"), max_size=12),
-)
-ends = st.sampled_from(["\n", "\r", "\r\n"])
-
-
-@st.composite
-def lines(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["field", "field", "bare", "comment", "blank"]))
-    if kind == "blank":
-        body = ""
-    elif kind == "comment":
-        body = ":" + draw(values)
-    elif kind == "bare":
-        body = draw(names)
-    else:
-        body = f"{draw(names)}:{draw(values)}"
-    return body + draw(ends)
-
-
-streams = st.builds(
-    lambda bom, parts, tail: (bom + "".join(parts) + tail).encode("utf-8", "surrogatepass"),
-    st.sampled_from(["", "\ufeff"]),
-    st.lists(lines(), max_size=25),
-    st.sampled_from(["", "data: unfinished", "\r"]),
-)
-
-
-def split(stream: bytes, cuts: list[int]) -> list[bytes]:
-    """``stream`` in pieces at ``cuts`` (which may fall inside a CRLF or a UTF-8 character)."""
-    points = sorted({c % (len(stream) + 1) for c in cuts})
-    return [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
+FAST = rounds(400)
 
 
 def fed(stream: bytes, cuts: list[int]) -> tuple[list[Event], EventStreamParser]:
     parser = EventStreamParser()
     events: list[Event] = []
-    for piece in split(stream, cuts):
+    for piece in pieces(stream, cuts):
         events += parser.feed(piece)
     return events, parser
 

@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.rabbitmq import rabbitmqctl, rabbitmqctl_table
+
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 """The scripts themselves: the /usr/sbin wrappers switch to the rabbitmq user and its HOME."""
@@ -102,17 +104,12 @@ class RabbitCluster:
 
     def ctl(self, node: Node, *args: str, timeout: float = 60.0) -> str:
         """``rabbitmqctl -n node …`` with the cluster's cookie; raises with its stderr."""
-        proc = subprocess.run(
-            [CTL, "-q", "-n", node.name, *args],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl -n {node.name} {' '.join(args)}: {proc.stderr[-800:]}")
-        return proc.stdout
+        return rabbitmqctl(*args, node=node.name, ctl=CTL, env=self._env(), timeout=timeout)
+
+    def table(self, *args: str, node: Node | None = None) -> list[list[str]]:
+        """The rows of a ``rabbitmqctl list_…`` command, asked of ``node`` (by default the last)."""
+        target = node if node is not None else self.nodes[-1]
+        return rabbitmqctl_table(*args, node=target.name, ctl=CTL, env=self._env())
 
     def start(self) -> None:
         self.home.mkdir(parents=True)

@@ -18,7 +18,7 @@ import aiormq
 import aiormq.abc
 from pamqp import commands as spec
 
-from tests.support import AMQP_URL
+from tests.support.rabbitmq import AMQP_URL
 
 AMQP_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError,

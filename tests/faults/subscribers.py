@@ -10,10 +10,8 @@ twice.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import itertools
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -22,69 +20,9 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
-from tests.faults.harness import GatewayProcess
 from tests.faults.sequence import Publisher, Stored, number_in, topic_matches
-
-
-class SseParser:
-    """The WHATWG event-stream parser: a field per line, a block per blank line.
-
-    ``last_event_id`` is what EventSource sends on reconnect: it changes only
-    when a block is complete, so a block cut off mid-way is received again.
-    """
-
-    _LINES = re.compile(r"\r\n|\r|\n")
-
-    def __init__(self) -> None:
-        self.last_event_id: str | None = None
-        self.retry: int | None = None
-        self.retries: list[int] = []
-        """Every ``retry:`` value received, in order."""
-        self.blocks = 0
-        self._id_buffer: str | None = None
-        self.reset()
-
-    def reset(self) -> None:
-        """A new connection: what was left of the old one is dropped."""
-        self._decoder = codecs.getincrementaldecoder("utf-8")()
-        self._pending = ""
-        self._data: list[str] = []
-        self._event = ""
-        self._id_buffer = self.last_event_id
-
-    def feed(self, raw: bytes) -> list[tuple[str, str, str]]:
-        """Parse bytes; return the events completed: (id, event, data)."""
-        text = self._pending + self._decoder.decode(raw)
-        keep = text.endswith("\r")  # may be the first half of a CRLF
-        if keep:
-            text = text[:-1]
-        lines = self._LINES.split(text)
-        self._pending = lines.pop() + ("\r" if keep else "")
-        events = []
-        for line in lines:
-            if line == "":
-                self.blocks += 1
-                self.last_event_id = self._id_buffer
-                if self._data:
-                    events.append(
-                        (self._id_buffer or "", self._event or "message", "\n".join(self._data))
-                    )
-                self._data, self._event = [], ""
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if name == "id" and "\0" not in value:
-                self._id_buffer = value
-            elif name == "event":
-                self._event = value
-            elif name == "data":
-                self._data.append(value)
-            elif name == "retry" and value.isascii() and value.isdigit():
-                self.retry = int(value)
-                self.retries.append(self.retry)
-        return events
+from tests.support.processes import ChildGateway
+from tests.support.sse import EventStream
 
 
 class Pool:
@@ -161,9 +99,7 @@ class Subscriber:
         self.patterns = tuple(patterns)
         self.path = events_path(patterns, {"since": "first"} if since_first else None)
         self.start: int | None = -1 if since_first else last_event_id
-        self.parser = SseParser()
-        if last_event_id is not None:
-            self.parser.last_event_id = str(last_event_id)
+        self.stream = EventStream("" if last_event_id is None else str(last_event_id))
         self.events: list[Received] = []
         if continues is not None:  # it takes over from a client that read since a start
             self.start, earlier = continues
@@ -213,7 +149,7 @@ class Subscriber:
                     return
                 if not await self._connect_once(http):
                     return
-                self.parser.reset()
+                self.stream.reconnect()
                 self._changed.set()
                 await asyncio.sleep(self.retry_ms / 1000)
             self.refusals.append(f"gave up after {len(self.connections)} connections")
@@ -221,13 +157,13 @@ class Subscriber:
     async def _connect_once(self, http: httpx.AsyncClient) -> bool:
         """One response, read to its end; False when EventSource would give up for good."""
         url = self.pool.pick()
-        last_id = self.parser.last_event_id
+        last_id = self.stream.last_event_id
         headers = {"Accept": "text/event-stream"}
         if last_id:
             headers["Last-Event-ID"] = last_id
         conn = Connection(url, last_id)
         self.connections.append(conn)
-        hints = len(self.parser.retries)
+        hints = len(self.stream.retries)
         try:
             async with http.stream("GET", url + self.path, headers=headers) as response:
                 if response.status_code != 200:
@@ -242,18 +178,18 @@ class Subscriber:
             conn.ended = "eof"
         except httpx.TransportError as exc:
             conn.ended = type(exc).__name__
-        conn.retries = self.parser.retries[hints:]
-        if self.parser.retry is not None:
-            self.retry_ms = self.parser.retry
+        conn.retries = self.stream.retries[hints:]
+        if self.stream.retry is not None:
+            self.retry_ms = self.stream.retry
         return True
 
     def _take(self, raw: bytes) -> None:
-        for event_id, event, data in self.parser.feed(raw):
-            self.events.append(Received(int(event_id), event, data))
-        if self.start is None and self.parser.last_event_id:
+        for event in self.stream.feed(raw):
+            self.events.append(Received(int(event.last_event_id), event.type, event.data))
+        if self.start is None and self.stream.last_event_id:
             if self.events:
                 self.refusals.append("a fresh subscription did not begin with its position")
-            self.start = int(self.parser.last_event_id)
+            self.start = int(self.stream.last_event_id)
         self._changed.set()
 
     async def wait_started(self, timeout: float = 60.0) -> None:
@@ -357,7 +293,7 @@ async def caught_up(
 def assert_exact(
     subscribers: Sequence[Subscriber],
     truth: Sequence[Stored],
-    gateways: Sequence[GatewayProcess] = (),
+    gateways: Sequence[ChildGateway] = (),
 ) -> None:
     """Each subscriber holds exactly its events of the stream, in order, none twice."""
     problems = [p for s in subscribers for p in s.problems(truth)]
@@ -388,3 +324,28 @@ async def open_fresh(
     await publisher.publish(30)
     await subs[0].wait_count(10)
     return subs, subs[0].events[9].id
+
+
+async def join(
+    stack: contextlib.AsyncExitStack,
+    subs: list[Subscriber],
+    *more: Subscriber,
+    past: int | None = None,
+) -> None:
+    """Open ``more`` subscribers beside ``subs``; with ``past``, wait until each read beyond it."""
+    for sub in more:
+        await stack.enter_async_context(sub)
+        if past is not None:
+            await sub.wait_for_offset(past + 1)
+    subs.extend(more)
+
+
+async def read_back(
+    stack: contextlib.AsyncExitStack, pool: Pool, subs: list[Subscriber], truth: Sequence[Stored]
+) -> Subscriber:
+    """After the fault, one more subscriber reads everything from the stream's first event;
+    then every subscriber is waited for until it holds its last expected event."""
+    after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
+    await join(stack, subs, after)
+    await caught_up(subs, truth)
+    return after

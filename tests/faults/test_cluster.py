@@ -16,12 +16,6 @@ import aiormq
 import pytest
 
 from tests.faults.cluster import Node, RabbitCluster
-from tests.faults.harness import (
-    GatewayProcess,
-    Timings,
-    gateway,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -32,11 +26,15 @@ from tests.faults.subscribers import (
     Pool,
     Subscriber,
     assert_exact,
-    caught_up,
     flowing,
+    join,
     open_fresh,
+    read_back,
 )
-from tests.support import Names, until
+from tests.faults.timings import Timings
+from tests.support.processes import ChildGateway, child_gateway
+from tests.support.rabbitmq import Names
+from tests.support.waits import until, wait_ready
 
 pytestmark = [
     pytest.mark.cluster,
@@ -65,8 +63,8 @@ async def test_the_gateway_fails_over_when_its_cluster_node_stops(tmp_path: Path
             "HOPCAST_AMQP_HEARTBEAT": "2",
             "HOPCAST_RETRY": "300",
         }
-        with gateway(env, log_dir=tmp_path) as gw:
-            await wait_status(f"{gw.url}/readyz", 200)
+        with child_gateway(env, log_dir=tmp_path) as gw:
+            await wait_ready(gw.url)
             timings.mark("gateway ready")
             await _run_failover(cluster, names, gw, timings)
     finally:
@@ -77,19 +75,18 @@ async def test_the_gateway_fails_over_when_its_cluster_node_stops(tmp_path: Path
 
 
 async def _run_failover(
-    cluster: RabbitCluster, names: Names, gw: GatewayProcess, timings: Timings
+    cluster: RabbitCluster, names: Names, gw: ChildGateway, timings: Timings
 ) -> None:
     pool = Pool(gw.url)
     async with contextlib.AsyncExitStack() as stack:
         publisher = await stack.enter_async_context(Publisher(names.exchange, cluster.urls))
         subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
-        more = [
+        await join(
+            stack,
+            subs,
             Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
             Subscriber("since first", pool, ("f.a.*",), since_first=True),
-        ]
-        for sub in more:
-            await stack.enter_async_context(sub)
-        subs += more
+        )
         publisher.start(interval=0.01)
         await publisher.wait_confirmed(100)
 
@@ -106,10 +103,7 @@ async def _run_failover(
         timings.mark(f"stream leader now {new_leader}")
         total = await publisher.stop(more=100)
         truth = await read_stream([n.url for n in survivors], names.stream, total)
-        after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
-        await stack.enter_async_context(after)
-        subs.append(after)
-        await caught_up(subs, truth)
+        await read_back(stack, pool, subs, truth)
         timings.mark(f"{total} caught up")
     check_sequence(truth, total)
     assert_exact(subs, truth, [gw])
@@ -130,21 +124,15 @@ async def _declare_replicated_stream(url: str, stream: str) -> None:
         await conn.close()
 
 
-def _table(cluster: RabbitCluster, *args: str, node: Node | None = None) -> list[list[str]]:
-    target = node if node is not None else cluster.nodes[-1]
-    out = cluster.ctl(target, "--no-table-headers", *args)
-    return [line.split("\t") for line in out.splitlines() if line.strip()]
-
-
 def _online_members(cluster: RabbitCluster, stream: str) -> int:
-    for name, online in _table(cluster, "list_queues", "name", "online"):
+    for name, online in cluster.table("list_queues", "name", "online"):
         if name == stream:
             return online.count("@")
     return 0
 
 
 def _leader(cluster: RabbitCluster, stream: str, node: Node | None = None) -> str:
-    for name, leader in _table(cluster, "list_queues", "name", "leader", node=node):
+    for name, leader in cluster.table("list_queues", "name", "leader", node=node):
         if name == stream:
             return leader
     return "?"
@@ -152,5 +140,5 @@ def _leader(cluster: RabbitCluster, stream: str, node: Node | None = None) -> st
 
 def _gateway_ports(cluster: RabbitCluster, stream: str) -> set[int]:
     """The AMQP ports (so the nodes) the gateway's connections are open on."""
-    rows = _table(cluster, "list_connections", "port", "client_properties")
+    rows = cluster.table("list_connections", "port", "client_properties")
     return {int(port) for port, props in rows if f"hopcast {stream} " in props}

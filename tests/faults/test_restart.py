@@ -8,12 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import (
-    Timings,
-    gateway,
-    rabbitmqctl,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -24,60 +18,54 @@ from tests.faults.subscribers import (
     Pool,
     Subscriber,
     assert_exact,
-    caught_up,
     flowing,
+    join,
     open_fresh,
+    read_back,
 )
-from tests.support import AMQP_URL, Names
+from tests.faults.timings import Timings
+from tests.support.processes import child_gateway
+from tests.support.rabbitmq import AMQP_URL, Names, rabbitmq_stopped
+from tests.support.waits import wait_ready
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
+pytestmark = [pytest.mark.slow, pytest.mark.broker_restart, pytest.mark.usefixtures("rabbitmq")]
 
 
 async def test_a_broker_restart_mid_stream_loses_nothing(names: Names, tmp_path: Path) -> None:
     timings = Timings()
     env = {**names.env(), "HOPCAST_RETRY": "300", "HOPCAST_AMQP_HEARTBEAT": "2"}
-    with gateway(env, log_dir=tmp_path) as gw:
-        await wait_status(f"{gw.url}/readyz", 200)
+    with child_gateway(env, log_dir=tmp_path) as gw:
+        await wait_ready(gw.url)
         pool = Pool(gw.url)
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
             subs, early = await open_fresh(stack, pool, publisher, PATTERNS)
             # resuming and replaying subscribers, joined before the fault
-            more = [
+            await join(
+                stack,
+                subs,
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
                 Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
                 Subscriber("since first", pool, ("f.b.*",), since_first=True),
-            ]
-            for sub in more:
-                await stack.enter_async_context(sub)
-            subs += more
+            )
             publisher.start(interval=0.01)
             await publisher.wait_confirmed(150)
             timings.mark("stop_app")
-            try:
-                await asyncio.to_thread(rabbitmqctl, "stop_app")
-                await wait_status(f"{gw.url}/readyz", 503)
+            async with rabbitmq_stopped():
+                await wait_ready(gw.url, ready=False)
                 # a client resuming while the broker is away is served from the ring
                 away = Subscriber("resumes while away", pool, ("f.*.x",), last_event_id=early)
-                await stack.enter_async_context(away)
-                subs.append(away)
-                await away.wait_for_offset(early + 1)
+                await join(stack, subs, away, past=early)
                 await asyncio.sleep(2)
-            finally:
-                await asyncio.to_thread(rabbitmqctl, "start_app")
-                await asyncio.to_thread(rabbitmqctl, "await_startup")
             timings.mark("started again")
             await flowing(subs, publisher, "the broker came back")
             timings.mark("flowing again")
-            await wait_status(f"{gw.url}/readyz", 200)
+            await wait_ready(gw.url)
             total = await publisher.stop(more=100)
             timings.mark(f"{total} confirmed")
             truth = await read_stream([AMQP_URL], names.stream, total)
             # read it back from the beginning through the gateway, after the fault
-            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
-            await stack.enter_async_context(after)
-            subs.append(after)
-            await caught_up(subs, truth)
+            await read_back(stack, pool, subs, truth)
             timings.mark("caught up")
         repeats = check_sequence(truth, total)
         assert_exact(subs, truth, [gw])

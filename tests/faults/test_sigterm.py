@@ -8,16 +8,12 @@ import asyncio
 import contextlib
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.faults.harness import (
-    Timings,
-    gateway,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -28,12 +24,16 @@ from tests.faults.subscribers import (
     Pool,
     Subscriber,
     assert_exact,
-    caught_up,
     events_path,
     flowing,
+    join,
     open_fresh,
+    read_back,
 )
-from tests.support import AMQP_URL, Names
+from tests.faults.timings import Timings
+from tests.support.processes import ChildGateway, child_gateway
+from tests.support.rabbitmq import AMQP_URL, Names
+from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
@@ -51,48 +51,38 @@ async def test_sigterm_sends_clients_to_another_instance_without_loss(
         "HOPCAST_SHUTDOWN_GRACE": str(GRACE),
     }
     with (
-        gateway(env, log_dir=tmp_path, label="a") as a,
-        gateway(env, log_dir=tmp_path, label="b") as b,
+        child_gateway(env, log_dir=tmp_path, label="a") as a,
+        child_gateway(env, log_dir=tmp_path, label="b") as b,
     ):
-        await wait_status(f"{a.url}/readyz", 200)
-        await wait_status(f"{b.url}/readyz", 200)
+        await wait_ready(a.url)
+        await wait_ready(b.url)
         pool = Pool(a.url, b.url)  # a load balancer: connections alternate between the two
         async with contextlib.AsyncExitStack() as stack:
             publisher = await stack.enter_async_context(Publisher(names.exchange))
             subs, early = await open_fresh(stack, pool, publisher, PATTERNS, copies=2)
-            more = [
+            await join(
+                stack,
+                subs,
                 Subscriber("resumes f.#", pool, ("f.#",), last_event_id=early),
                 Subscriber("resumes two", pool, PATTERNS[2], last_event_id=early),
                 Subscriber("since first", pool, ("f.b.x",), since_first=True),
                 Subscriber("since first too", pool, ("f.*.y",), since_first=True),
-            ]
-            for sub in more:
-                await stack.enter_async_context(sub)
-                await sub.wait_for_offset(early + 1)
-            subs += more
+                past=early,
+            )
             publisher.start(interval=0.01)
             await publisher.wait_confirmed(100)
 
             on_a = [s for s in subs if s.connections[-1].url == a.url]
             assert len(on_a) >= 5, [s.connections[-1].url for s in subs]
             pool.drain(a.url)  # the balancer sends new connections elsewhere
-            began = time.monotonic()
-            a.proc.send_signal(signal.SIGTERM)
-            timings.mark("SIGTERM")
-            late = await _subscribe_during_shutdown(a.url)
-            code = await asyncio.to_thread(a.proc.wait, 60)
-            stopped_after = time.monotonic() - began
-            timings.mark(f"stopped ({stopped_after:.1f} s)")
+            code, stopped_after, late = await _stop_with_sigterm(a, timings)
             for sub in on_a:
                 await sub.wait_connections(2)
             await flowing(subs, publisher, "SIGTERM")
             timings.mark("all resumed on b")
             total = await publisher.stop(more=100)
             truth = await read_stream([AMQP_URL], names.stream, total)
-            after = Subscriber("since first, after", pool, ("f.#",), since_first=True)
-            await stack.enter_async_context(after)
-            subs.append(after)
-            await caught_up(subs, truth)
+            await read_back(stack, pool, subs, truth)
             timings.mark(f"{total} caught up")
         check_sequence(truth, total)
         assert_exact(subs, truth, [a, b])
@@ -100,17 +90,39 @@ async def test_sigterm_sends_clients_to_another_instance_without_loss(
         assert code in (0, -signal.SIGTERM), a.log_tail()
         # a server that waited for its endless streams would never stop; this one ends them
         assert stopped_after < GRACE + 10, a.log_tail()
-        hints = []
-        for sub in on_a:
-            ended = sub.connections[0]
-            assert ended.ended == "eof", sub.describe()  # ended by the gateway, not broken
-            assert ended.retries[0] == RETRY_MS and len(ended.retries) == 2, ended
-            hints.append(ended.retries[-1])
-            assert sub.connections[1].url == b.url
+        hints = _retry_hints(on_a, b.url)
         assert all(RETRY_MS <= h <= 3 * RETRY_MS for h in hints), hints
         assert len(set(hints)) > 1, hints  # spread, so that they do not all come back at once
         assert late in ("refused", "sent away"), late
     timings.show(f"SIGTERM (late subscriber: {late}; retry hints {sorted(hints)})")
+
+
+async def _stop_with_sigterm(gw: ChildGateway, timings: Timings) -> tuple[int, float, str]:
+    """SIGTERM, then a late subscription; its exit code, how long it took, the late one's fate."""
+    began = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    timings.mark("SIGTERM")
+    late = await _subscribe_during_shutdown(gw.url)
+    code = await asyncio.to_thread(gw.proc.wait, 60)
+    stopped_after = time.monotonic() - began
+    timings.mark(f"stopped ({stopped_after:.1f} s)")
+    return code, stopped_after, late
+
+
+def _retry_hints(sent_away: Sequence[Subscriber], other_url: str) -> list[int]:
+    """The ``retry:`` each of ``sent_away`` was told as the gateway ended its stream.
+
+    Each stream was ended by the gateway, not broken, after the preamble's hint and
+    one more; each subscriber then resumed on the other gateway.
+    """
+    hints = []
+    for sub in sent_away:
+        ended = sub.connections[0]
+        assert ended.ended == "eof", sub.describe()
+        assert ended.retries[0] == RETRY_MS and len(ended.retries) == 2, ended
+        hints.append(ended.retries[-1])
+        assert sub.connections[1].url == other_url
+    return hints
 
 
 async def _subscribe_during_shutdown(url: str) -> str:

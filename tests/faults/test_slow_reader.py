@@ -10,11 +10,6 @@ from pathlib import Path
 import h11
 import pytest
 
-from tests.faults.harness import (
-    Timings,
-    gateway,
-    wait_status,
-)
 from tests.faults.sequence import (
     PATTERNS,
     Publisher,
@@ -24,13 +19,17 @@ from tests.faults.sequence import (
 from tests.faults.subscribers import (
     Pool,
     Received,
-    SseParser,
     Subscriber,
     assert_exact,
     caught_up,
     events_path,
+    join,
 )
-from tests.support import AMQP_URL, Names
+from tests.faults.timings import Timings
+from tests.support.processes import child_gateway
+from tests.support.rabbitmq import AMQP_URL, Names
+from tests.support.sse import EventStream
+from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
@@ -45,7 +44,7 @@ class StalledReader:
     def __init__(self, port: int, path: str) -> None:
         self.port = port
         self.path = path
-        self.parser = SseParser()
+        self.stream = EventStream()
         self.events: list[Received] = []
         self.start: int | None = None
         self.ended = ""
@@ -96,10 +95,10 @@ class StalledReader:
             if isinstance(event, h11.Response) and event.status_code != 200:
                 self.ended = f"status {event.status_code}"
             elif isinstance(event, h11.Data):
-                for event_id, name, text in self.parser.feed(bytes(event.data)):
-                    self.events.append(Received(int(event_id), name, text))
-                if self.start is None and self.parser.last_event_id:
-                    self.start = int(self.parser.last_event_id)
+                for sse in self.stream.feed(bytes(event.data)):
+                    self.events.append(Received(int(sse.last_event_id), sse.type, sse.data))
+                if self.start is None and self.stream.last_event_id:
+                    self.start = int(self.stream.last_event_id)
             elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
                 self.ended = "end of response"
 
@@ -114,8 +113,8 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_catches_up(
         "HOPCAST_RING_SIZE": "40",
         "HOPCAST_RETRY": "300",
     }
-    with gateway(env, log_dir=tmp_path) as gw:
-        await wait_status(f"{gw.url}/readyz", 200)
+    with child_gateway(env, log_dir=tmp_path) as gw:
+        await wait_ready(gw.url)
         pool = Pool(gw.url)
         stalled = StalledReader(gw.port, events_path(("f.#",)))
         async with contextlib.AsyncExitStack() as stack:
@@ -135,8 +134,8 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_catches_up(
             timings.mark("others caught up")
             await stalled.read_to_end()
             timings.mark(f"stalled one read {len(stalled.events)} events and the end")
-            last = stalled.parser.last_event_id
-            assert last is not None
+            last = stalled.stream.last_event_id
+            assert last
             resumed = Subscriber(
                 "stalled, resuming",
                 pool,
@@ -144,8 +143,7 @@ async def test_a_subscriber_that_stops_reading_is_cut_off_and_catches_up(
                 last_event_id=int(last),
                 continues=(stalled.start, stalled.events),
             )
-            await stack.enter_async_context(resumed)
-            subs.append(resumed)
+            await join(stack, subs, resumed)
             await caught_up([resumed], truth)
             timings.mark("it caught up")
         check_sequence(truth, TOTAL)

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator
 
 from hopcast._broker.memory import MemoryBroker
 from hopcast._core.settings import Settings
-from tests.support import Gateway, Listener, serve_in_loop
+from tests.support.clients import Listener
+from tests.support.gateways import Gateway, serve_in_loop
 
 PROBLEM = "application/problem+json"
 IO_TIMEOUT = 30.0
@@ -33,13 +34,7 @@ async def full_gateway(settings: Settings, *, server: str = "native") -> AsyncIt
         serve_in_loop(settings, MemoryBroker(), server=server) as gw,
         Listener(f"{gw.url}/events/news.held") as held,
     ):
-        await held.wait_until(lambda s: b"retry:" in s.raw, IO_TIMEOUT)
+        await held.wait_until(lambda s: s.stream.retry is not None, IO_TIMEOUT)
         assert held.status == 200
         yield gw
         assert not held.ended.is_set(), "the held stream was dropped"
-
-
-def broker_of(gw: Gateway) -> MemoryBroker:
-    broker = gw.hub.broker
-    assert isinstance(broker, MemoryBroker)
-    return broker

@@ -11,21 +11,22 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from hopcast import Settings, create_app
-from tests.integration.test_gateway import publish_raw
-from tests.support import Listener, Names, post, serve_asgi, serve_in_loop, settings_for
+from tests.support.clients import Listener, post
+from tests.support.gateways import publish_raw, serve_asgi, serve_in_loop, settings_for
+from tests.support.rabbitmq import Names
 
 
 async def test_publish_subscribe_resume_under_uvicorn(broker_kind: str, names: Names) -> None:
     settings = settings_for(broker_kind, names, heartbeat=0.3, ring_size=3)
     async with serve_in_loop(settings, server="uvicorn") as gw:
         async with Listener(f"{gw.url}/events/m.*") as sub:
-            await sub.wait_until(lambda s: s.last_id is not None)
+            await sub.wait_started()
             assert (await post(gw.url, "m.1", b"one", "e")).status_code == 202
             await publish_raw(gw, broker_kind, names, [("m.2", b"%d" % i, None) for i in range(9)])
             events = await sub.wait_for(10)
             await sub.wait_until(lambda s: s.raw.endswith(f"id: {gw.hub.position}\n\n".encode()))
         assert [e.data for e in events] == ["one", *[str(i) for i in range(9)]]
-        back_from = events[2].id
+        back_from = events[2].last_event_id
         async with Listener(f"{gw.url}/events/m.*", {"Last-Event-ID": back_from}) as back:
             again = await back.wait_for(7)  # beyond the ring of 3: from the stream
         assert [e.data for e in again] == [str(i) for i in range(2, 9)]
@@ -38,11 +39,11 @@ async def test_publish_subscribe_resume_under_uvicorn(broker_kind: str, names: N
 async def test_a_slow_client_is_cut_off_under_uvicorn(names: Names) -> None:
     settings = settings_for("memory", queue_size=20, max_event_bytes=70_000)
     async with serve_in_loop(settings, server="uvicorn") as gw:
-        reader, writer = await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(b"GET /events/big HTTP/1.1\r\nHost: x\r\n\r\n")
         await reader.readuntil(b"\n\n")
         async with Listener(f"{gw.url}/events/big") as fast:
-            await fast.wait_until(lambda s: s.last_id is not None)
+            await fast.wait_started()
             for _ in range(30):
                 await publish_raw(gw, "memory", names, [("big", b"x" * 60_000, None)] * 10)
                 await asyncio.sleep(0.02)
@@ -70,10 +71,10 @@ async def test_mounted_in_another_app_under_a_prefix() -> None:
     parent, events = mounting_app(settings_for("memory"), with_lifespan=True)
     async with serve_asgi(parent, gateway=events) as url:
         async with Listener(f"{url}/live/events/m.*") as sub:
-            await sub.wait_until(lambda s: s.last_id is not None)
+            await sub.wait_started()
             assert (await post(f"{url}/live", "m.1", b"one", "e")).status_code == 202
             (event,) = await sub.wait_for(1)
-        assert (event.event, event.data) == ("e", "one")
+        assert (event.type, event.data) == ("e", "one")
         async with httpx.AsyncClient(base_url=url) as http:
             assert (await http.get("/live/readyz")).status_code == 200
 

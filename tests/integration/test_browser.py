@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from tests.integration.test_gateway import publish_raw
-from tests.support import Gateway, Names, serve_in_loop, settings_for
+from tests.support.gateways import Gateway, publish_raw, serve_in_loop, settings_for
+from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.browser
 

@@ -20,15 +20,10 @@ import hopcast._http.connection
 import hopcast._http.streaming
 import hopcast._hub.replay
 from hopcast._broker.memory import MemoryBroker
-from hopcast._client import EventStreamParser
-from tests.support import (
-    Names,
-    amqp_publish,
-    need_rabbitmq,
-    serve_in_loop,
-    settings_for,
-    until,
-)
+from tests.support.gateways import serve_in_loop, settings_for
+from tests.support.rabbitmq import Names, amqp_publish, need_rabbitmq
+from tests.support.sse import EventStream
+from tests.support.waits import until
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +46,7 @@ class RawReader:
         self.pace = pace
         self.ids: list[int] = []
         self.ended = False
-        self._parser = EventStreamParser()
+        self._stream = EventStream()
         self._sock = socket.socket()
         if pace is None:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect
@@ -76,7 +71,7 @@ class RawReader:
             head += await loop.sock_recv(self._sock, 65536)
         rest = head.split(b"\r\n\r\n", 1)[1]
         while True:
-            self.ids.extend(int(e.id) for e in self._parser.feed(rest))
+            self.ids.extend(int(e.last_event_id) for e in self._stream.feed(rest))
             if self.pace:
                 await asyncio.sleep(self.pace)
             try:
@@ -133,7 +128,7 @@ async def test_a_stalled_and_a_slow_member_hold_up_no_other_member_of_a_catch_up
             await amqp_publish(names, items)
         hub = gateway.hub
         await until(lambda: hub.position >= 0 and hub.stats.events >= EVENTS, "all dispatched")
-        port = int(gateway.url.rsplit(":", 1)[1])
+        port = gateway.port
         healthy = [RawReader(port, 0) for _ in range(3)]
         slow = RawReader(port, 0.02)
         stalled = RawReader(port, None)

@@ -12,8 +12,15 @@ from collections.abc import Mapping
 
 import httpx
 import jwt
+import pytest
 
-from tests.support import child_gateway, free_port, metric, wait_ready
+from tests.support.clients import metric
+from tests.support.net import free_port
+from tests.support.processes import child_gateway
+from tests.support.waits import wait_ready
+
+# Each test starts a gateway and the CLI in child processes.
+pytestmark = pytest.mark.slow
 
 MEMORY = {"HOPCAST_BROKER": "memory://", "HOPCAST_LOG_LEVEL": "warning"}
 

@@ -13,18 +13,12 @@ import jwt
 import pytest
 
 from hopcast import Client, Event, SubscriptionRefused
-from tests.faults.proxy import BlackHoleProxy
-from tests.support import (
-    ChildGateway,
-    Gateway,
-    Names,
-    amqp_publish,
-    metric,
-    post,
-    serve_in_loop,
-    settings_for,
-    wait_ready,
-)
+from tests.support.clients import metric, post
+from tests.support.gateways import Gateway, serve_in_loop, settings_for
+from tests.support.processes import ChildGateway
+from tests.support.proxy import BlackHoleProxy
+from tests.support.rabbitmq import Names, amqp_publish
+from tests.support.waits import wait_ready
 
 SECRET = "a client-test secret of more than 32 bytes"
 
@@ -41,6 +35,7 @@ async def jwt_gateway() -> AsyncIterator[Gateway]:
         yield gw
 
 
+@pytest.mark.slow
 async def test_a_token_function_carries_the_stream_across_expiries() -> None:
     """Each connection ends when its token does; the next resumes where it stopped."""
     issued: list[str] = []
@@ -116,7 +111,7 @@ async def test_a_connection_gone_silent_is_judged_dead_and_resumed() -> None:
     """Packets dropped, no socket closed: only the silence tells, and the client listens for it."""
     settings = settings_for("memory", retry=100, heartbeat=0.2)
     async with serve_in_loop(settings) as gw:
-        port = int(gw.url.rsplit(":", 1)[1])
+        port = gw.port
         async with BlackHoleProxy("127.0.0.1", port) as proxy:
             url = f"http://127.0.0.1:{proxy.port}"
             got: list[str] = []
@@ -138,6 +133,7 @@ async def test_a_connection_gone_silent_is_judged_dead_and_resumed() -> None:
 
 
 @pytest.mark.usefixtures("rabbitmq")
+@pytest.mark.slow
 async def test_every_event_once_across_gateway_restarts(names: Names) -> None:
     """Published straight to RabbitMQ, some while no gateway runs; read through two restarts."""
     env = {**names.env(), "HOPCAST_RETRY": "200"}

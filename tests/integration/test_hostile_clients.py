@@ -17,7 +17,9 @@ import httpx
 import pytest
 
 from tests.integration.hostile_kit import IO_TIMEOUT
-from tests.support import ChildGateway, Listener, child_gateway, metric, wait_ready
+from tests.support.clients import Listener, metric
+from tests.support.processes import ChildGateway, child_gateway
+from tests.support.waits import wait_ready
 
 
 def rss(pid: int) -> int:
@@ -146,7 +148,7 @@ async def test_abusive_clients_do_not_starve_others_or_grow_memory() -> None:
         sent: list[str] = []
         memory = []
         async with Listener(f"{child.url}/events/flood") as subscriber:
-            await subscriber.wait_until(lambda s: b"retry:" in s.raw, IO_TIMEOUT)
+            await subscriber.wait_until(lambda s: s.stream.retry is not None, IO_TIMEOUT)
             for round_no in range(rounds):
                 await abuse_round(child, subscriber, sent, round_no=round_no, tally=tally)
                 await asyncio.sleep(0.5)  # let the server notice the departures

@@ -38,11 +38,10 @@ from hopcast._http.openapi import document
 from tests.integration.hostile_kit import (
     IO_TIMEOUT,
     PROBLEM,
-    broker_of,
     full_gateway,
     published,
 )
-from tests.support import serve_in_loop, settings_for
+from tests.support.gateways import memory_broker, serve_in_loop, settings_for
 
 SECRET = "hostile-input-secret-" * 2
 ORIGIN = "https://app.example"
@@ -163,6 +162,7 @@ async def test_openapi_document_is_served_and_names_every_route() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("server", ["native", "uvicorn"])
+@pytest.mark.fuzz
 async def test_schemathesis_finds_no_error_and_no_answer_outside_the_schema(server: str) -> None:
     credentials: list[dict[str, str]] = [{}]
     if server == "native":  # what `hopcast serve` runs
@@ -173,7 +173,7 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_schema(serv
         examples = 300
     async with full_gateway(settings, server=server) as gw:
         seen = await asyncio.to_thread(fuzz, gw.url, credentials, examples)
-        assert await published(broker_of(gw)) == sum(
+        assert await published(memory_broker(gw)) == sum(
             n for key, n in seen.items() if key.endswith(" 202")
         ), "a refused publish reached the broker"
     # The run got past validation too: come-back-later streams and confirmed publishes.
@@ -181,6 +181,7 @@ async def test_schemathesis_finds_no_error_and_no_answer_outside_the_schema(serv
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz
 async def test_schemathesis_with_jwt_auth() -> None:
     everything = token(["#"], ["#"])
     credentials = [
@@ -194,7 +195,7 @@ async def test_schemathesis_with_jwt_auth() -> None:
     ]
     async with full_gateway(jwt_settings()) as gw:
         seen = await asyncio.to_thread(fuzz, gw.url, credentials, 500)
-        assert await published(broker_of(gw)) == sum(
+        assert await published(memory_broker(gw)) == sum(
             n for key, n in seen.items() if key.endswith(" 202")
         ), "a refused publish reached the broker"
     assert {200, 202, 400, 401, 403} <= statuses(seen), seen

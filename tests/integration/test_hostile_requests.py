@@ -26,11 +26,11 @@ from hypothesis import strategies as st
 from tests.integration.hostile_kit import (
     IO_TIMEOUT,
     PROBLEM,
-    broker_of,
     full_gateway,
     published,
 )
-from tests.support import Gateway, exchange, settings_for
+from tests.support.gateways import memory_broker, settings_for
+from tests.support.net import exchange
 
 # Garbage on every input path, byte for byte
 
@@ -86,10 +86,6 @@ def http_request(
         lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Connection: close")
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
-
-
-def port_of(gw: Gateway) -> int:
-    return int(gw.url.rsplit(":", 1)[1])
 
 
 def get(target: bytes, *headers: bytes) -> bytes:
@@ -187,7 +183,7 @@ MALFORMED = [
 async def test_garbage_gets_a_problem_with_a_reason_and_publishes_nothing(server: str) -> None:
     settings = settings_for("memory", max_connections=1, max_event_bytes=4096, publish_rate=1000.0)
     async with full_gateway(settings, server=server) as gw:
-        port = port_of(gw)
+        port = gw.port
         for request, status, reason in REFUSED:
             answer = await asyncio.to_thread(raw_request, port, request)
             assert answer.status == status, (request[:80], answer)
@@ -199,7 +195,7 @@ async def test_garbage_gets_a_problem_with_a_reason_and_publishes_nothing(server
                 assert answer.problem()["detail"]
         # Still serving, and none of it reached the broker.
         assert (await asyncio.to_thread(raw_request, port, get(b"/healthz"))).status == 200
-        assert await published(broker_of(gw)) == 0
+        assert await published(memory_broker(gw)) == 0
 
 
 @pytest.mark.parametrize("server", ["native", "uvicorn"])
@@ -208,7 +204,7 @@ async def test_a_body_cut_short_is_refused_quietly(
 ) -> None:
     """A client that announces more body than it sends and leaves: no 5xx, no traceback."""
     async with full_gateway(settings_for("memory", max_connections=1), server=server) as gw:
-        port = port_of(gw)
+        port = gw.port
         for head in (
             b"POST /events/a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
             b"POST /events/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n01",
@@ -222,7 +218,7 @@ async def test_a_body_cut_short_is_refused_quietly(
                 await asyncio.sleep(0.3)
         answer = await asyncio.to_thread(raw_request, port, get(b"/healthz"))
         assert answer.status == 200
-        assert await published(broker_of(gw)) == 0
+        assert await published(memory_broker(gw)) == 0
     crashes = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not crashes, [r.getMessage() for r in crashes]
 
@@ -237,36 +233,37 @@ def encoded(text: str) -> bytes:
     return quote(text, safe="").encode()
 
 
-@st.composite
-def garbage_requests(draw: st.DrawFn) -> bytes:
-    """One request with garbage in one place (or several): path, query, headers or body."""
-    where = draw(
-        st.sampled_from(
-            ["path", "raw-path", "query-topic", "resume", "header", "auth", "publish", "event"]
-        )
-    )
-    text = draw(ANY_TEXT)
-    raw = draw(LINE_SAFE)
-    if where == "path":
-        return get(b"/events/" + encoded(text))
-    if where == "raw-path":
-        return get(b"/events/" + raw.replace(b" ", b""))
-    if where == "query-topic":
-        topics = draw(st.lists(ANY_TEXT, max_size=40))
-        return get(b"/events?" + b"&".join(b"topic=" + encoded(t) for t in topics))
-    if where == "resume":
-        name = draw(st.sampled_from([b"lastEventId", b"since", b"access_token"]))
-        value = raw if draw(st.booleans()) else encoded(text)
-        return get(b"/events/a?" + name + b"=" + value.replace(b" ", b"+"))
-    if where == "header":
-        name = draw(st.sampled_from([b"Last-Event-ID", b"Cookie", b"X-Forwarded-For"]))
-        return get(b"/events/a", name + b": " + raw)
-    if where == "auth":
-        return get(b"/events/a", b"Authorization: " + raw)
-    if where == "publish":
-        topic = draw(st.one_of(st.just("a"), ANY_TEXT))
-        return post_raw(b"/events/" + encoded(topic), raw)
-    return post_raw(b"/events/a?event=" + encoded(text), raw)
+def _resume(name: bytes, value: bytes) -> bytes:
+    return get(b"/events/a?" + name + b"=" + value.replace(b" ", b"+"))
+
+
+GARBAGE_REQUESTS = st.one_of(
+    ANY_TEXT.map(lambda text: get(b"/events/" + encoded(text))),  # the path, encoded
+    LINE_SAFE.map(lambda raw: get(b"/events/" + raw.replace(b" ", b""))),  # the path, raw
+    st.lists(ANY_TEXT, max_size=40).map(
+        lambda topics: get(b"/events?" + b"&".join(b"topic=" + encoded(t) for t in topics))
+    ),
+    st.builds(
+        _resume,
+        st.sampled_from([b"lastEventId", b"since", b"access_token"]),
+        st.one_of(LINE_SAFE, ANY_TEXT.map(encoded)),
+    ),
+    st.builds(
+        lambda name, raw: get(b"/events/a", name + b": " + raw),
+        st.sampled_from([b"Last-Event-ID", b"Cookie", b"X-Forwarded-For"]),
+        LINE_SAFE,
+    ),
+    LINE_SAFE.map(lambda raw: get(b"/events/a", b"Authorization: " + raw)),
+    st.builds(
+        lambda topic, raw: post_raw(b"/events/" + encoded(topic), raw),
+        st.one_of(st.just("a"), ANY_TEXT),
+        LINE_SAFE,
+    ),
+    st.builds(
+        lambda text, raw: post_raw(b"/events/a?event=" + encoded(text), raw), ANY_TEXT, LINE_SAFE
+    ),
+)
+"""One request with garbage in one place: the path, the query, a header or the body."""
 
 
 def hammer(port: int, examples: int) -> Counter[int]:
@@ -279,7 +276,7 @@ def hammer(port: int, examples: int) -> Counter[int]:
         database=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(garbage_requests())
+    @given(GARBAGE_REQUESTS)
     def send(request: bytes) -> None:
         answer = raw_request(port, request)
         seen[answer.status] += 1
@@ -297,9 +294,10 @@ def hammer(port: int, examples: int) -> Counter[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.fuzz
 async def test_random_garbage_never_gets_a_5xx() -> None:
     settings = settings_for("memory", max_connections=1, publish_rate=100_000.0)
     async with full_gateway(settings) as gw:
-        seen = await asyncio.to_thread(hammer, port_of(gw), 1000)
-        assert await published(broker_of(gw)) == seen[202]
+        seen = await asyncio.to_thread(hammer, gw.port, 1000)
+        assert await published(memory_broker(gw)) == seen[202]
     assert seen[400] > 0 and seen[202] > 0, seen

@@ -25,7 +25,9 @@ from starlette.routing import Route
 from hopcast._core.errors import ConfigError
 from hopcast._http.app import create_app
 from hopcast._rights import keys
-from tests.support import free_port, serve_asgi, serve_in_loop, settings_for, until
+from tests.support.gateways import serve_asgi, serve_in_loop, settings_for
+from tests.support.net import free_port
+from tests.support.waits import until
 
 A, B = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
 
@@ -155,6 +157,7 @@ async def test_garbage_later_keeps_the_keys_in_use(caplog: pytest.LogCaptureFixt
             assert await status(http, token("a", A)) == 202
 
 
+@pytest.mark.slow
 def test_serve_says_it_cannot_fetch_the_keys_and_stops() -> None:
     url = f"http://127.0.0.1:{free_port()}/jwks.json"
     result = subprocess.run(

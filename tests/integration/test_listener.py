@@ -10,12 +10,14 @@ import pytest
 
 from hopcast._http import connection as listener
 from hopcast._http import writes as coalescing
-from tests.integration.test_gateway import publish_raw
-from tests.support import Gateway, Listener, Names, serve_in_loop, settings_for
+from tests.support.clients import Listener
+from tests.support.gateways import Gateway, publish_raw, serve_in_loop, settings_for
+from tests.support.rabbitmq import Names
+from tests.support.sse import Event, EventStream
 
 
 async def _open(gw: Gateway) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    return await asyncio.open_connection("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))
+    return await asyncio.open_connection("127.0.0.1", gw.port)
 
 
 async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -128,7 +130,7 @@ async def test_a_coalescing_window_delays_but_keeps_every_event(
         await asyncio.sleep(0.3)  # a sweep turns the window on
         async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
             for sub in (a, b):
-                await sub.wait_until(lambda s: s.last_id is not None)
+                await sub.wait_started()
             for i in range(50):
                 await publish_raw(gw, "memory", Names.fresh(), [(f"c.{i % 2}", b"%d" % i, None)])
                 await asyncio.sleep(0.002)
@@ -178,8 +180,11 @@ async def test_a_request_pipelined_behind_an_event_stream_is_dropped() -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         assert b"access-control-allow-origin: https://app.example" in head.lower()
         await publish_raw(gw, "memory", Names.fresh(), [("a", b"after", None)])
-        stream = b""
-        while b"data: after" not in stream:
-            stream += await asyncio.wait_for(reader.read(65536), 10)
-        assert b"HTTP/1.1" not in stream and b"alive" not in stream
+        stream, received, events = EventStream(), b"", list[Event]()
+        while not any(e.data == "after" for e in events):
+            piece = await asyncio.wait_for(reader.read(65536), 10)
+            assert piece, received
+            received += piece
+            events += stream.feed(piece)
+        assert b"HTTP/1.1" not in received and b"alive" not in received
         writer.close()

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from tests.support import (
-    ChildGateway,
-    Listener,
-    Names,
-    amqp_publish,
-    child_gateway,
-    metric,
-    wait_ready,
-)
+from tests.support.clients import Listener, metric
+from tests.support.net import free_port
+from tests.support.processes import child_gateway
+from tests.support.rabbitmq import Names, amqp_publish, rabbitmqctl_table
+from tests.support.sse import EventStream
+from tests.support.waits import wait_ready
 
-pytestmark = pytest.mark.usefixtures("rabbitmq")
+# Each test starts gateways (or the CLI) in child processes.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
 
 
 def test_a_bad_setting_fails_at_start_naming_it() -> None:
@@ -68,8 +67,6 @@ def test_an_address_in_use_fails_at_start_with_a_message() -> None:
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("HOPCAST_")}
 
 
@@ -77,10 +74,10 @@ async def test_serve_declares_the_topology_and_waits_for_the_broker(names: Names
     with child_gateway(names.env()) as gw:
         await wait_ready(gw.url)
         async with Listener(f"{gw.url}/events/orders.*") as sub:
-            await sub.wait_until(lambda s: s.last_id is not None)
+            await sub.wait_started()
             await amqp_publish(names, [("orders.42", b'{"order": 42}', "order-paid")])
             (event,) = await sub.wait_for(1)
-        assert (event.event, event.data) == ("order-paid", '{"order": 42}')
+        assert (event.type, event.data) == ("order-paid", '{"order": 42}')
 
 
 async def test_clients_resume_across_a_gateway_restart(names: Names) -> None:
@@ -88,7 +85,7 @@ async def test_clients_resume_across_a_gateway_restart(names: Names) -> None:
     with child_gateway(env) as gw:
         await wait_ready(gw.url)
         async with Listener(f"{gw.url}/events/r") as sub:
-            await sub.wait_until(lambda s: s.last_id is not None)
+            await sub.wait_started()
             await amqp_publish(names, [("r", b"%d" % i, None) for i in range(10)])
             await sub.wait_for(10)
         last = sub.last_id
@@ -123,13 +120,13 @@ async def test_workers_share_a_port_and_clients_resume_on_any(names: Names) -> N
                 got.extend(sub.data())
                 last = sub.last_id
         assert got == [str(i) for i in range(15)]
-        assert _worker_count(gw) == 2
+        assert len(gw.workers()) == 2
 
 
 async def test_json_logs_are_one_object_per_line_from_every_process(names: Names) -> None:
     with child_gateway({**names.env(), "HOPCAST_LOG_FORMAT": "json"}, "--workers", "2") as gw:
         await wait_ready(gw.url)
-        err = gw.stderr()  # stops it: the shutdown logs too
+        err = gw.output()  # stops it: the shutdown logs too
     lines = [json.loads(line) for line in err.splitlines()]  # every line, or this fails
     assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines), lines
     pids = {line["pid"] for line in lines if "pid" in line}
@@ -138,44 +135,21 @@ async def test_json_logs_are_one_object_per_line_from_every_process(names: Names
     assert {line["level"] for line in lines} <= {"debug", "info", "warning", "error"}
 
 
-def _worker_count(gw: ChildGateway) -> int:
-    out = subprocess.run(
-        ["pgrep", "-P", str(gw.proc.pid)], capture_output=True, text=True, check=False
-    ).stdout
-    workers = 0
-    for pid in out.split():
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            workers += b"spawn_main" in f.read()
-    return workers
-
-
 def _stream_consumers(stream: str) -> int:
     """Consumers that the gateways of ``stream`` hold on RabbitMQ, from rabbitmqctl's lists."""
-
-    def table(*args: str) -> list[list[str]]:
-        out = subprocess.run(
-            ["rabbitmqctl", "-q", "--no-table-headers", *args],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-        return [line.split("\t") for line in out.splitlines() if line.strip()]
-
     marker = f'{{"connection_name","hopcast {stream} '
     ours = {
         name
-        for name, props in table("list_connections", "name", "client_properties")
+        for name, props in rabbitmqctl_table("list_connections", "name", "client_properties")
         if marker in props
     }
     return sum(
         int(count)
-        for channel, count in table("list_channels", "name", "consumer_count")
+        for channel, count in rabbitmqctl_table("list_channels", "name", "consumer_count")
         if channel.rsplit(" (", 1)[0] in ours
     )
 
 
-@pytest.mark.slow
 async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: Names) -> None:
     """1,000 clients resume at once on a fresh gateway: a handful of consumers, not 1,000."""
     total, clients = 3000, 1000
@@ -220,7 +194,7 @@ async def test_a_storm_of_resumes_after_a_restart_shares_stream_readers(names: N
 async def _all_offsets(url: str, count: int) -> list[int]:
     async with Listener(f"{url}/events/s?since=first") as sub:
         events = await sub.wait_for(count, timeout=60)
-    return [int(e.id) for e in events]
+    return [int(e.last_event_id) for e in events]
 
 
 async def _resume_raw(url: str, after: int) -> list[int]:
@@ -229,24 +203,15 @@ async def _resume_raw(url: str, after: int) -> list[int]:
     reader, writer = await asyncio.open_connection(host, int(port))
     request = f"GET /events/s HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {after}\r\n\r\n"
     writer.write(request.encode())
+    stream = EventStream()
     ids: list[int] = []
-    buffer = b""
-    deadline = time.monotonic() + 120
     try:
-        while time.monotonic() < deadline:
-            chunk = await asyncio.wait_for(reader.read(65536), 60)
-            if not chunk:
-                break
-            buffer += chunk
-            blocks = buffer.split(b"\n\n")
-            buffer = blocks.pop()
-            for block in blocks:
-                if b"data: " in block:
-                    line = block.split(b"\n", 1)[0]
-                    if line.startswith(b"0\r\n") or b"id: " not in block:
-                        continue
-                    ids.append(int(block.split(b"id: ", 1)[1].split(b"\n", 1)[0]))
-                    if block.endswith(b"data: 2999"):
+        async with asyncio.timeout(120):
+            await reader.readuntil(b"\r\n\r\n")  # the response's head
+            while piece := await reader.read(65536):
+                for event in stream.feed(piece):
+                    ids.append(int(event.last_event_id))
+                    if event.data == "2999":
                         return ids
     finally:
         writer.close()
@@ -254,8 +219,6 @@ async def _resume_raw(url: str, after: int) -> list[int]:
 
 
 def test_the_quick_start_demo_shows_events_arriving() -> None:
-    from tests.support import free_port
-
     env = {**_env(), "HOPCAST_BROKER": "memory://", "HOPCAST_PORT": str(free_port())}
     proc = subprocess.run(
         [sys.executable, "scripts/demo.py", "--once"],
@@ -271,8 +234,6 @@ def test_the_quick_start_demo_shows_events_arriving() -> None:
 
 
 async def test_sigterm_ends_streams_with_a_spread_retry_and_stops(names: Names) -> None:
-    import signal
-
     env = {**names.env(), "HOPCAST_RETRY": "1000", "HOPCAST_SHUTDOWN_GRACE": "3"}
     with child_gateway(env) as gw:
         await wait_ready(gw.url)
@@ -280,16 +241,16 @@ async def test_sigterm_ends_streams_with_a_spread_retry_and_stops(names: Names) 
         for sub in listeners:
             await sub.__aenter__()
         for sub in listeners:
-            await sub.wait_until(lambda s: s.last_id is not None)
+            await sub.wait_started()
         gw.proc.send_signal(signal.SIGTERM)
         for sub in listeners:
             await asyncio.wait_for(sub.ended.wait(), 30)
         code = await asyncio.to_thread(gw.proc.wait, 30)
         retries = set()
         for sub in listeners:
-            tail = bytes(sub.raw).rsplit(b"retry: ", 1)
-            assert len(tail) == 2, sub.raw
-            retries.add(int(tail[1].split(b"\n", 1)[0]))
+            # the preamble's, then the one that ends the stream
+            assert len(sub.stream.retries) == 2, sub.raw
+            retries.add(sub.stream.retries[-1])
             await sub.close()
         assert all(1000 <= r <= 3000 for r in retries)
         assert len(retries) > 1  # spread, so clients do not all come back at once

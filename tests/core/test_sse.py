@@ -1,4 +1,4 @@
-"""SSE encoding, checked against the WHATWG event stream interpretation (tests/sse_spec.py)."""
+"""SSE encoding, checked against the WHATWG event stream interpretation (``tests.support.sse``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from hopcast._core.errors import InvalidEventName, InvalidInput
@@ -22,9 +22,10 @@ from hopcast._core.sse import (
     encode_preamble,
     encode_retry,
 )
-from tests.sse_spec import Event, Stream, lines, parse
+from tests.support.rounds import rounds
+from tests.support.sse import Event, Stream, lines, parse
 
-FAST = settings(max_examples=200, deadline=None)
+FAST = rounds(200)
 
 # Pieces that tempt an encoder into a wrong line split or an injected field.
 _TRICKY_TEXT = [
@@ -80,60 +81,6 @@ def as_received(text: str) -> str:
 
 def expected_event(offset: int, name: str | None, text: str) -> Event:
     return Event(name if name is not None else "message", as_received(text), str(offset))
-
-
-# The oracle itself, on the examples of the WHATWG specification.
-
-
-def test_spec_parser_joins_data_lines() -> None:
-    stream = parse(b"data: YHOO\ndata: +2\ndata: 10\n\n")
-    assert stream == Stream((Event("message", "YHOO\n+2\n10", ""),), "", None)
-
-
-def test_spec_parser_ids_comments_and_unfinished_event() -> None:
-    stream = parse(
-        b": test stream\n\ndata: first event\nid: 1\n\n"
-        b"data:second event\nid\n\ndata:  third event\n"
-    )
-    assert stream.events == (
-        Event("message", "first event", "1"),
-        Event("message", "second event", ""),
-    )
-    assert stream.last_event_id == ""
-
-
-def test_spec_parser_empty_data_lines() -> None:
-    stream = parse(b"data\n\ndata\ndata\n\ndata:")
-    assert stream.events == (Event("message", "", ""), Event("message", "\n", ""))
-
-
-def test_spec_parser_space_after_colon_is_optional() -> None:
-    assert parse(b"data:test\n\n") == parse(b"data: test\n\n")
-    assert parse(b"data:  test\n\n").events == (Event("message", " test", ""),)
-
-
-def test_spec_parser_line_ends_and_bom() -> None:
-    assert lines("a\r\nb\nc\rd\n\re") == ["a", "b", "c", "d", ""]
-    assert lines("a\u2028b\x85c\n") == ["a\u2028b\x85c"]
-    crlf = parse(b"\xef\xbb\xbfid: 3\r\ndata: x\r\rdata: y\n\n")
-    assert crlf.events == (Event("message", "x", "3"), Event("message", "y", "3"))
-    # Only one BOM is dropped; a second one is part of the field name, so the line is ignored.
-    assert parse(b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\n").events == ()
-
-
-def test_spec_parser_id_with_null_and_bad_retry_are_ignored() -> None:
-    stream = parse(b"id: 4\n\nid: 5\x006\nretry: 12a\nretry: -1\nretry:\ndata: x\n\n")
-    assert stream == Stream((Event("message", "x", "4"),), "4", None)
-    assert parse(b"retry: 0012\n\n").retry == 12
-
-
-def test_spec_parser_event_type_resets_after_each_block() -> None:
-    stream = parse(b"event: a\n\ndata: 1\n\nevent: b\ndata: 2\n\ndata: 3\n\n")
-    assert [(e.type, e.data) for e in stream.events] == [
-        ("message", "1"),
-        ("b", "2"),
-        ("message", "3"),
-    ]
 
 
 # encode_event

@@ -1,7 +1,8 @@
-"""Auth: token verification, claim reading, grants by containment, token sources, no leaks.
+"""Tokens: verification, claim reading, where a token comes from, and no leak of it.
 
-Tokens here are mostly HS256 against a shared secret; the PEM and JWKS keys, and the
-start-up checks on key settings, are tested in ``test_keys``.
+Tokens here are mostly HS256 against a shared secret; what a token's grants allow is
+tested in ``test_grants``, the PEM and JWKS keys and the start-up checks on key
+settings in ``test_keys``.
 """
 
 from __future__ import annotations
@@ -14,41 +15,37 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.datastructures import Headers, QueryParams
 
-from hopcast._core.errors import Forbidden, HopcastError, InvalidTopic, Unauthorized
+from hopcast._core.errors import Forbidden, HopcastError, Unauthorized
 from hopcast._core.topics import Pattern
-from hopcast._rights.principals import MAX_GRANTS, UNRESTRICTED, Principal
+from hopcast._rights.principals import MAX_GRANTS, Principal
 from hopcast._rights.tokens import (
     DEFAULT_COOKIE_NAME,
     LEEWAY_SECONDS,
     token_from,
 )
-from tests.jwt_kit import (
+from tests.rights.jwt_kit import (
     FAST,
     HS,
+    OTHER_SECRET,
     SECRET,
     b64,
     claims,
     forge,
     hmac_with,
+    hs256,
     json_values,
     make,
     refused,
 )
 
-OTHER_SECRET = "another HS256 secret of 32+ bytes, not trusted"
 AUDIENCE = "hopcast-tests"
 ISSUER = "https://issuer.example"
 HS_STRICT = make(mode="jwt", secret=SECRET, audience=AUDIENCE, issuer=ISSUER)
-
-
-def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
-    return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def p(text: str) -> Pattern:
@@ -223,103 +220,6 @@ def test_any_string_is_refused_without_a_crash(token: str) -> None:
         HS.authenticate(token)
 
 
-# Grants: containment, public patterns, publishing
-
-
-def principal(subscribe: tuple[str, ...] = (), publish: tuple[str, ...] = ()) -> Principal:
-    return Principal.from_claims({"hopcast": {"subscribe": [*subscribe], "publish": [*publish]}})
-
-
-@pytest.mark.parametrize(
-    ("granted", "wanted", "allowed"),
-    [
-        ("orders.#", "orders.*", True),
-        ("orders.#", "orders", True),
-        ("orders.#", "orders.42.items", True),
-        ("orders.*", "orders.42", True),
-        ("orders.*", "orders.#", False),
-        ("orders.*", "orders", False),
-        ("orders.#", "#", False),
-        ("*", "#", False),
-        ("#", "#", True),
-        ("*.#", "#", True),
-        ("#", "anything.at.*.all", True),
-        ("user.42.#", "user.*.profile", False),
-    ],
-)
-def test_a_pattern_is_allowed_by_containment(granted: str, wanted: str, allowed: bool) -> None:
-    who = principal(subscribe=(granted,))
-    if allowed:
-        HS.check_subscribe(who, [p(wanted)])
-    else:
-        with pytest.raises(Forbidden) as info:
-            HS.check_subscribe(who, [p(wanted)])
-        assert info.value.target == wanted
-        assert info.value.status == 403
-
-
-def test_every_pattern_of_a_subscription_must_be_allowed() -> None:
-    who = principal(subscribe=("orders.#", "user.42.#"))
-    HS.check_subscribe(who, [p("orders.*"), p("user.42.inbox")])
-    with pytest.raises(Forbidden) as info:
-        HS.check_subscribe(who, [p("orders.*"), p("user.43.inbox"), p("user.44")])
-    assert info.value.target == "user.43.inbox"
-    assert "user.43.inbox" in info.value.www_authenticate
-    assert 'error="insufficient_scope"' in info.value.www_authenticate
-
-
-def test_public_patterns_need_no_token() -> None:
-    auth = make(mode="jwt", secret=SECRET, public=("news.#", "status"))
-    assert auth.authorize_subscribe(None, [p("news.*"), p("status")]) is None
-    # A stale cookie must not break a public stream: the token is not even read.
-    assert auth.authorize_subscribe("expired.or.garbage", [p("news.today")]) is None
-    with pytest.raises(Unauthorized) as info:
-        auth.authorize_subscribe(None, [p("news.*"), p("#")])
-    assert info.value.www_authenticate == 'Bearer realm="hopcast"'
-    token = hs256(claims(hopcast={"subscribe": ["orders.#"]}))
-    who = auth.authorize_subscribe(token, [p("news.*"), p("orders.42")])
-    assert who is not None
-    assert who.subject == "alice"
-    with pytest.raises(Forbidden):
-        auth.authorize_subscribe(token, [p("news.*"), p("users.*")])
-    with pytest.raises(Unauthorized):
-        auth.authorize_publish(None, "news.today")
-
-
-def test_check_subscribe_without_principal_is_unauthorized() -> None:
-    with pytest.raises(Unauthorized) as info:
-        HS.check_subscribe(None, [p("orders.*")])
-    assert info.value.error is None
-    assert info.value.status == 401
-
-
-def test_publishing_needs_a_matching_publish_grant() -> None:
-    who = principal(subscribe=("#",), publish=("orders.*",))
-    HS.check_publish(who, "orders.42")
-    with pytest.raises(Forbidden) as info:
-        HS.check_publish(who, "orders.42.paid")
-    assert info.value.action == "publish"
-    with pytest.raises(Forbidden):
-        HS.check_publish(principal(subscribe=("#",)), "orders.42")
-    with pytest.raises(Unauthorized):
-        HS.check_publish(None, "orders.42")
-    with pytest.raises(InvalidTopic):
-        HS.check_publish(who, "orders.*")
-    token = hs256(claims(hopcast={"publish": ["orders.*"]}))
-    assert HS.authorize_publish(token, "orders.1") is not None
-
-
-def test_mode_none_allows_everything() -> None:
-    auth = make()
-    assert not auth.enabled
-    assert auth.authenticate(None) is UNRESTRICTED
-    assert auth.authenticate("whatever") is UNRESTRICTED
-    assert auth.authorize_subscribe(None, [p("#")]) is None
-    assert auth.authorize_publish(None, "anything.at.all") is None
-    auth.check_subscribe(None, [p("#")])
-    auth.check_publish(None, "x")
-
-
 # Token sources
 
 
@@ -368,18 +268,7 @@ def test_token_sources_accept_starlette_structures() -> None:
     assert token_from(Headers(), {}, query, allow_query_token=True) == "from-url"
 
 
-# Errors
-
-
-def test_challenges_follow_rfc_6750() -> None:
-    assert Unauthorized.missing().www_authenticate == 'Bearer realm="hopcast"'
-    error = Unauthorized('bad "quote" \\ and\nnewline ü')
-    assert error.www_authenticate == (
-        'Bearer realm="hopcast", error="invalid_token",'
-        ' error_description="bad ?quote? ? and?newline ?"'
-    )
-    assert isinstance(error, HopcastError)
-    assert isinstance(Forbidden("subscribe", "#"), HopcastError)
+# No leaks
 
 
 def test_no_error_or_log_line_carries_the_token_or_the_secret(

@@ -1,4 +1,4 @@
-"""Helpers shared by the auth and key tests: a test secret, tokens built by hand, refusals."""
+"""What the token, grant and key tests share: a test secret, tokens built by hand, refusals."""
 
 from __future__ import annotations
 
@@ -10,17 +10,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import settings
 from hypothesis import strategies as st
 
 from hopcast._core.errors import Unauthorized
 from hopcast._rights.tokens import Authorizer, AuthSettings
+from tests.support.rounds import rounds
 
 SECRET = "an HS256 secret of more than 32 bytes, for tests"
-FAST = settings(max_examples=300, deadline=None)
+OTHER_SECRET = "another HS256 secret of 32+ bytes, not trusted"
+FAST = rounds(300)
 
 
 def make(**fields: Any) -> Authorizer:
@@ -29,6 +31,11 @@ def make(**fields: Any) -> Authorizer:
 
 
 HS = make(mode="jwt", secret=SECRET)
+
+
+def hs256(payload: dict[str, Any], secret: str = SECRET) -> str:
+    """A token signed with ``secret``, as an identity provider sharing it would sign one."""
+    return jwt.encode(payload, secret, algorithm="HS256")
 
 
 def claims(**extra: Any) -> dict[str, Any]:

@@ -1,19 +1,28 @@
-"""Topics and patterns: validation, matching and containment against independent references."""
+"""Topic matching and pattern containment, against independent references.
+
+``reference_match`` is RabbitMQ's topic matching written out word by word, and a real
+RabbitMQ topic exchange routes as `Pattern.matches` does; containment is checked by
+brute force over every short topic.
+"""
 
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Sequence
 from functools import cache
 
+import aiormq
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+from pamqp import commands as spec
 
-from hopcast._core.errors import InvalidInput, InvalidTopic
 from hopcast._core.topics import Pattern, parse_topic
+from tests.support.rabbitmq import AMQP_URL
+from tests.support.rounds import rounds
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = rounds(300)
 
 
 def reference_match(pattern: tuple[str, ...], topic: tuple[str, ...]) -> bool:
@@ -26,151 +35,6 @@ def reference_match(pattern: tuple[str, ...], topic: tuple[str, ...]) -> bool:
     if not topic:
         return False
     return head in ("*", topic[0]) and reference_match(rest, topic[1:])
-
-
-def words(text: str) -> tuple[str, ...]:
-    return tuple(text.split("."))
-
-
-# Validation
-
-
-@pytest.mark.parametrize(
-    "topic",
-    [
-        "orders",
-        "orders.42",
-        "chat.room-7.typing",
-        "A_b:c-9.Z",
-        "_",
-        "-",
-        ":",
-        "0.1.2",
-        "x" * 64,
-        ".".join(["y" * 64, "z"]),
-        ".".join(["a" * 63] * 4),  # exactly 255 bytes
-        ".".join("a" * 128),  # 128 one-letter words, 255 bytes
-    ],
-)
-def test_valid_topics(topic: str) -> None:
-    assert parse_topic(topic) == topic
-    assert Pattern.parse(topic).matches(topic)  # a topic is also a pattern for itself
-
-
-@pytest.mark.parametrize(
-    "topic",
-    [
-        "",
-        ".",
-        "a.",
-        ".a",
-        "a..b",
-        "*",
-        "#",
-        "a.*",
-        "a.#.b",
-        "a*",
-        "a b",
-        "a/b",
-        "a+b",
-        "a\n",
-        "a.b\n",
-        "\na",
-        "a\x00",
-        "é",
-        "a.ß",
-        "\uff41",  # fullwidth letter a
-        "\u0661",  # Arabic-Indic digit one: not [0-9]
-        "x" * 65,
-        "a." + "x" * 65,
-        ".".join(["a" * 64] + ["a" * 63] * 3),  # 256 bytes
-        ".".join("a" * 129),  # 257 bytes
-    ],
-)
-def test_invalid_topics(topic: str) -> None:
-    with pytest.raises(InvalidTopic):
-        parse_topic(topic)
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    ["*", "#", "#.#", "*.*", "a.*.b", "a.#.b", "#.a", "orders.*", "user.42.#", "x" * 64],
-)
-def test_valid_patterns(pattern: str) -> None:
-    parsed = Pattern.parse(pattern)
-    assert parsed.text == str(parsed) == pattern
-    assert parsed.words == words(pattern)
-    assert parsed == Pattern.parse(pattern)
-
-
-@pytest.mark.parametrize(
-    "pattern",
-    [
-        "",
-        ".",
-        "a.",
-        ".#",
-        "#.",
-        "a..b",
-        "a*",
-        "*a",
-        "**",
-        "##",
-        "#*",
-        "a.#b",
-        "a.b*.c",
-        "a b",
-        "a\n",
-        "é",
-        "x" * 65,
-        "#." + "x" * 65,
-        ".".join(["*"] * 127 + ["ab"]),  # 256 bytes
-    ],
-)
-def test_invalid_patterns(pattern: str) -> None:
-    with pytest.raises(InvalidTopic):
-        Pattern.parse(pattern)
-
-
-def test_pattern_length_limit() -> None:
-    for longest in (".".join(["#"] * 128), ".".join(["*"] * 127 + ["a"])):  # 255 bytes
-        assert Pattern.parse(longest).text == longest
-    with pytest.raises(InvalidTopic, match="255"):
-        Pattern.parse(".".join(["*"] * 127 + ["ab"]))  # 256 bytes
-    with pytest.raises(InvalidTopic, match="255"):
-        parse_topic(".".join(["a" * 64] + ["a" * 63] * 3))
-
-
-def test_errors_are_client_errors() -> None:
-    assert issubclass(InvalidTopic, InvalidInput)
-    assert issubclass(InvalidTopic, ValueError)
-    with pytest.raises(InvalidTopic, match="pattern"):
-        parse_topic("orders.*")
-
-
-word_chars = "abcXYZ019_:-"
-valid_words = st.text(st.sampled_from(word_chars), min_size=1, max_size=64)
-
-
-@FAST
-@given(st.lists(valid_words, min_size=1, max_size=8), st.data())
-def test_topic_validation(parts: list[str], data: st.DataObject) -> None:
-    topic = ".".join(parts)
-    if len(topic) <= 255:
-        assert parse_topic(topic) == topic
-    else:
-        with pytest.raises(InvalidTopic):
-            parse_topic(topic)
-    # One foreign character anywhere makes it invalid, as a topic and as a pattern.
-    bad = data.draw(st.sampled_from([" ", "/", "+", "é", "\n", "\t", "$", "\x00", "*", "#", "."]))
-    at = data.draw(st.integers(0, len(topic)))
-    broken = topic[:at] + bad + topic[at:]
-    if bad == "." and 0 < at < len(topic) and "." not in topic[at - 1 : at + 1]:
-        return  # a dot between two word characters splits a word: still a topic
-    with pytest.raises(InvalidTopic):
-        parse_topic(broken)
-    with pytest.raises(InvalidTopic):
-        Pattern.parse(broken)  # '*' or '#' glued to other characters is no wildcard either
 
 
 # Matching
@@ -197,7 +61,7 @@ def test_matching_examples() -> None:
 
 def test_matching_routing_keys_that_are_not_topics() -> None:
     # An AMQP publisher may send these; RabbitMQ reads '' as no word and 'a..b' as an empty
-    # middle word (tests/integration/test_routing_rabbitmq.py checks this on the broker).
+    # middle word (test_patterns_route_like_rabbitmq checks this on the broker).
     cases = {
         "": {"#": True, "#.#": True, "*": False, "*.#": False, "a.#": False},
         "a..b": {"a.*.b": True, "a.#.b": True, "a.b": False, "*.*.*": True},
@@ -230,6 +94,7 @@ def test_matches_any_routing_key_like_reference(pattern: list[str], key_words: l
     assert parsed.matches(key) == reference_match(tuple(pattern), as_rabbitmq_splits)
 
 
+valid_words = st.text(st.sampled_from("abcXYZ019_:-"), min_size=1, max_size=64)
 TOPIC_WORD = "<the topic's word here>"
 
 
@@ -309,7 +174,7 @@ def matched_topics(pattern: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
     return frozenset(topic for topic in ALL_TOPICS if reference_match(pattern, topic))
 
 
-@settings(max_examples=300, deadline=None)
+@FAST
 @given(contain_words, contain_words)
 def test_contains_agrees_with_brute_force(outer: list[str], inner: list[str]) -> None:
     expected = matched_topics(tuple(inner)) <= matched_topics(tuple(outer))
@@ -328,3 +193,128 @@ def test_contains_is_reflexive_and_inside_hash(pattern: list[str]) -> None:
     parsed = Pattern.parse(".".join(pattern))
     assert parsed.contains(parsed)
     assert Pattern.parse("#").contains(parsed)
+
+
+# As a RabbitMQ topic exchange routes
+
+ROUTED_PATTERNS = [
+    "#",
+    "*",
+    "#.#",
+    "#.#.#",
+    "*.*",
+    "*.*.*",
+    "*.#",
+    "#.*",
+    "#.*.#",
+    "*.#.*",
+    "a",
+    "a.b",
+    "a.*",
+    "*.a",
+    "a.#",
+    "#.a",
+    "#.a.#",
+    "a.#.b",
+    "a.*.b",
+    "a.#.#.b",
+    "a.*.#",
+    "a.#.*",
+    "#.a.*.#",
+    "#.b.#.a",
+    "a.b.c.#",
+    "A.b",
+    "ab.*",
+    "x-1:y_z.#",
+    "#." + "w" * 64,
+]
+
+_LONG_WORD = "w" * 64
+ROUTING_KEYS = [
+    *(".".join(key) for n in (1, 2, 3) for key in itertools.product("abc", repeat=n)),
+    "A",
+    "A.b",
+    "ab",
+    "ab.c",
+    "ab.c.d",
+    "a.ab",
+    "ba.a",
+    "aa.b",
+    "a:b",
+    "a-b.b",
+    "x-1:y_z",
+    "x-1:y_z.a",
+    "x-1:y_zz",
+    "a.b.c.d",
+    "a.a.a.a",
+    "b.a.b.a",
+    "a.x.y.z.b",
+    "c.c.c.c.c.a",
+    "b.c.a.c.a",
+    _LONG_WORD,
+    "a." + _LONG_WORD,
+    "w" * 63 + ".a",
+    ".".join(["a"] * 127 + ["b"]),  # 255 bytes
+    ".".join(["a" * 63] * 4),  # 255 bytes
+]
+# Not topics, but an AMQP publisher may still send them, and the stream keeps them.
+OTHER_KEYS = ["", ".", "..", ".a", "a.", "a..b", "a.b.", "*", "#", "a.*", "#.a", "é.a", "a b.a"]
+
+
+@pytest.mark.rabbitmq
+async def test_patterns_route_like_rabbitmq(rabbitmq: None) -> None:
+    for key in ROUTING_KEYS:
+        parse_topic(key)  # a topic a publisher may use
+    keys = ROUTING_KEYS + OTHER_KEYS
+    routed = await _routed_by_rabbitmq(ROUTED_PATTERNS, keys)
+    expected = {
+        pattern: {key for key in keys if Pattern.parse(pattern).matches(key)}
+        for pattern in ROUTED_PATTERNS
+    }
+    assert routed == expected
+    assert all(expected.values())  # every binding is exercised
+
+
+async def _routed_by_rabbitmq(patterns: list[str], keys: list[str]) -> dict[str, set[str]]:
+    """The keys a topic exchange of a test's own routes to a queue bound with each pattern."""
+    exchange = f"hopcast-test.routing.{uuid.uuid4().hex[:12]}"
+    conn = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await conn.channel(publisher_confirms=True)
+        await channel.exchange_declare(exchange, exchange_type="topic")
+        try:
+            queues: dict[str, str] = {}
+            for pattern in patterns:
+                declared = await channel.queue_declare(
+                    "",
+                    exclusive=True,
+                    auto_delete=True,
+                    arguments={"x-queue-type": "classic"},
+                )
+                assert declared.queue is not None
+                await channel.queue_bind(declared.queue, exchange, routing_key=pattern)
+                queues[pattern] = declared.queue
+            for key in keys:
+                # A confirm for a transient message means every queue it routes to has it.
+                await channel.basic_publish(
+                    key.encode(),
+                    exchange=exchange,
+                    routing_key=key,
+                    properties=spec.Basic.Properties(delivery_mode=1),
+                )
+            routed: dict[str, set[str]] = {}
+            for pattern, queue in queues.items():
+                got = routed[pattern] = set()
+                while True:
+                    message = await channel.basic_get(queue, no_ack=True)
+                    if isinstance(message.delivery, spec.Basic.GetEmpty):
+                        break
+                    assert message.routing_key is not None
+                    assert message.body == message.routing_key.encode()
+                    got.add(message.routing_key)
+            return routed
+        finally:
+            cleanup = await conn.channel()  # the first one may have been closed by an error
+            await cleanup.exchange_delete(exchange)
+    finally:
+        await conn.close()

@@ -25,7 +25,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from hopcast._core.errors import ConfigError, Unauthorized
 from hopcast._rights.tokens import Authorizer, AuthSettings
-from tests.jwt_kit import (
+from tests.rights.jwt_kit import (
     FAST,
     HS,
     SECRET,

@@ -1,4 +1,5 @@
-"""The parsers of client input: any text gives a value or `InvalidInput`, never another error."""
+"""The parsers of a resume's client input (``Last-Event-ID``, ``lastEventId``, ``?since=``):
+any text gives a value or `InvalidOffset`, never another error."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pamqp import encode
 
-from hopcast._core.errors import InvalidInput, InvalidOffset, InvalidTopic
-from hopcast._core.topics import MAX_TOPIC_BYTES, Pattern, parse_topic
+from hopcast._core.errors import InvalidOffset
 from hopcast._http.params import EPOCH, MAX_OFFSET, parse_offset, parse_since
+from tests.support.rounds import rounds
 
-FAST = settings(max_examples=300, deadline=None)
+FAST = rounds(300)
 
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 """Every code point, lone surrogates included: a header decodes as latin-1, a path may not."""
@@ -22,23 +23,6 @@ ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=30
 OFFSET_LIKE = st.from_regex(r"\A[ \t\n\x0b\x1c\u00a0\u3000-]{0,3}[0-9]{0,22}[ \t\r\n+_.eE-]{0,3}\Z")
 DIGITS = st.sampled_from("0123456789\u0660\u0661\u00b2\u00b3\uff10\uff15\u09e9")
 """ASCII digits and others that str.isdigit() takes: Arabic-Indic, superscript, full-width."""
-TOPIC_LIKE = st.lists(
-    st.one_of(
-        st.text("abZ09_:-", min_size=0, max_size=66),
-        st.sampled_from(["*", "#", "**", "a#", "é", "a b", "a\x00", "\n", "\uff41", "\ud800"]),
-    ),
-    min_size=1,
-    max_size=140,
-).map(".".join)
-
-_WORD = r"[A-Za-z0-9_:\-]{1,64}"
-SPEC_TOPIC = re.compile(rf"{_WORD}(?:\.{_WORD})*")
-SPEC_PATTERN = re.compile(rf"(?:{_WORD}|\*|#)(?:\.(?:{_WORD}|\*|#))*")
-
-
-def _fits(text: str) -> bool:
-    return len(text.encode("utf-8", "surrogatepass")) <= MAX_TOPIC_BYTES
-
 
 # Last-Event-ID / lastEventId
 
@@ -124,47 +108,3 @@ def test_times_round_trip(when: datetime, zone: timezone) -> None:
     assert parse_since(shown.isoformat()) == expected
     # An unencoded '+' in a URL's query arrives as a space.
     assert parse_since(shown.isoformat().replace("+", " ")) == expected
-
-
-# Topics and patterns
-
-
-@FAST
-@given(st.one_of(ANY_TEXT, TOPIC_LIKE))
-@example("")
-@example(".")
-@example("a..b")
-@example("a" * 65)
-@example(".".join(["a" * 63] * 4) + "a")  # 256 bytes
-@example("\ud800")
-@example("a.#")
-def test_parse_topic_gives_the_topic_or_invalid_input(text: str) -> None:
-    try:
-        topic = parse_topic(text)
-    except InvalidTopic as exc:
-        assert isinstance(exc, InvalidInput) and str(exc)
-        assert not (SPEC_TOPIC.fullmatch(text) and _fits(text))
-        return
-    assert topic == text
-    assert SPEC_TOPIC.fullmatch(text) and _fits(text)
-    assert Pattern.parse(topic).matches(topic)  # a topic is a pattern for itself
-
-
-@FAST
-@given(st.one_of(ANY_TEXT, TOPIC_LIKE))
-@example("#")
-@example("*.#.*")
-@example("a.**")
-@example("#.")
-@example(".".join("#" * 128))
-def test_pattern_parse_gives_a_pattern_or_invalid_input(text: str) -> None:
-    try:
-        pattern = Pattern.parse(text)
-    except InvalidTopic as exc:
-        assert isinstance(exc, InvalidInput) and str(exc)
-        assert not (SPEC_PATTERN.fullmatch(text) and _fits(text))
-        return
-    assert SPEC_PATTERN.fullmatch(text) and _fits(text)
-    assert str(pattern) == pattern.text == text
-    assert Pattern.parse(str(pattern)) == pattern
-    assert pattern.words == tuple(text.split("."))

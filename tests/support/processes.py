@@ -1,44 +1,42 @@
-"""The gateway as a child process, and the small tools the fault scenarios share.
-
-Every scenario follows one script: subscribers (`tests.faults.subscribers`) on
-several patterns, fresh and resuming, read through a gateway while a publisher
-(`tests.faults.sequence`) sends a numbered sequence; a fault is injected; the
-subscribers must then hold exactly what the stream holds for them.
-"""
+"""The gateway in a child process, as ``hopcast serve`` runs, and what /proc tells of it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import httpx
-
-from tests.support import AMQP_URL, free_port
+from tests.support.net import free_port
 
 
-class GatewayProcess:
-    """``python -m hopcast serve`` in a child process, its log in a file for failure reports."""
+class ChildGateway:
+    """``python -m hopcast serve`` in a child process; its output in a log, for failure reports.
+
+    It sees none of this process's ``HOPCAST_*`` variables, only ``env``; the log is
+    in ``log_dir`` (kept, for a look after a failure) or in a folder of its own.
+    Always stopped by the test (`close`, or `child_gateway`).
+    """
 
     def __init__(
         self,
         env: Mapping[str, str],
         *args: str,
-        log_dir: Path,
-        label: str = "gateway",
         port: int | None = None,
+        log_dir: Path | None = None,
+        label: str = "gateway",
     ) -> None:
         self.label = label
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
+        if log_dir is None:
+            self._own_dir = tempfile.TemporaryDirectory(prefix="hopcast-test-")
+            log_dir = Path(self._own_dir.name)
         self.log_path = log_dir / f"{label}-{self.port}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith("HOPCAST_")}
         full_env = {**base, "HOPCAST_HOST": "127.0.0.1", **env, "HOPCAST_PORT": str(self.port)}
@@ -56,6 +54,7 @@ class GatewayProcess:
         return self.proc.pid
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as an operator stops it; SIGKILL if it does not stop in ``timeout`` s."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -64,6 +63,17 @@ class GatewayProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         return self.proc.returncode
+
+    def close(self) -> None:
+        """Stop it, and remove its log unless it lives in a folder the test gave."""
+        self.stop()
+        if self._own_dir is not None:
+            self._own_dir.cleanup()
+
+    def output(self) -> str:
+        """Everything it wrote (its log lines), once stopped."""
+        self.stop()
+        return self.log_path.read_text(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -83,14 +93,15 @@ class GatewayProcess:
 
 
 @contextlib.contextmanager
-def gateway(
-    env: Mapping[str, str], *args: str, log_dir: Path, label: str = "gateway"
-) -> Iterator[GatewayProcess]:
-    child = GatewayProcess(env, *args, log_dir=log_dir, label=label)
+def child_gateway(
+    env: Mapping[str, str], *args: str, log_dir: Path | None = None, label: str = "gateway"
+) -> Iterator[ChildGateway]:
+    """A `ChildGateway` for the block; stopped at its end, whatever happens."""
+    child = ChildGateway(env, *args, log_dir=log_dir, label=label)
     try:
         yield child
     finally:
-        child.stop()
+        child.close()
 
 
 def _children(parent: int) -> list[int]:
@@ -124,47 +135,3 @@ def client_ports(pid: int, server_port: int) -> set[int]:
                 ):
                     ports.add(int(remote.rsplit(":", 1)[1], 16))
     return ports
-
-
-async def wait_status(url: str, status: int, timeout: float = 120.0) -> None:
-    """Poll ``url`` until it answers ``status`` (a transport error counts as no answer)."""
-    async with httpx.AsyncClient(timeout=5) as http, asyncio.timeout(timeout):
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if (await http.get(url)).status_code == status:
-                    return
-            await asyncio.sleep(0.1)
-
-
-def rabbitmqctl(*args: str, timeout: float = 120.0) -> str:
-    proc = subprocess.run(
-        ["rabbitmqctl", "-q", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {proc.stderr.strip()[-500:]}")
-    return proc.stdout
-
-
-def amqp_host_port(url: str = AMQP_URL) -> tuple[str, int]:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    return ("127.0.0.1" if host == "localhost" else host), parts.port or 5672
-
-
-@dataclass
-class Timings:
-    """Phase durations of a scenario, printed for the report (``pytest -s`` or ``-rA``)."""
-
-    marks: dict[str, float] = field(default_factory=dict)
-    began: float = field(default_factory=time.monotonic)
-
-    def mark(self, name: str) -> None:
-        self.marks[name] = round(time.monotonic() - self.began, 2)
-        print(f"  {self.marks[name]:7.2f}s {name}")  # shown with -s, and for a failing test
-
-    def show(self, title: str) -> None:
-        print(f"{title}: " + ", ".join(f"{k} at {v}s" for k, v in self.marks.items()))

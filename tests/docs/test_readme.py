@@ -6,7 +6,7 @@ from pathlib import Path
 
 from hopcast._core.settings import PREFIX, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_lists_every_setting_with_its_default() -> None:

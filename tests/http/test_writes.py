@@ -22,7 +22,7 @@ from hopcast._http.writes import (
     should_hold,
 )
 from hopcast._hub.hub import Hub
-from tests.support import settings_for
+from tests.support.gateways import settings_for
 
 
 @pytest.mark.parametrize(
