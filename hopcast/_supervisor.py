@@ -32,6 +32,8 @@ from hopcast._http.server import StreamServer
 log = logging.getLogger("hopcast.supervisor")  # named by layer: module paths are internal
 
 RESTART_PAUSE = 0.5
+STOP_MARGIN = 5.0
+"""Seconds the supervisor waits for its workers beyond their --shutdown-grace, then kills them."""
 
 
 def serve_here(
@@ -156,7 +158,7 @@ class Supervisor:
         for proc in self._workers:
             if proc.is_alive() and proc.pid is not None:
                 os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self._settings.shutdown_grace + 5
+        deadline = time.monotonic() + self._settings.shutdown_grace + STOP_MARGIN
         for proc in self._workers:
             proc.join(max(0.1, deadline - time.monotonic()))
             if proc.is_alive():

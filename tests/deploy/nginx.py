@@ -12,12 +12,11 @@ import contextlib
 import datetime as dt
 import getpass
 import ipaddress
-import re
 import shutil
 import signal
 import ssl
 import subprocess
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.deploy.documented import DEPLOY, substitute
 from tests.support.net import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-DOCUMENTED = ROOT / "deploy" / "nginx.conf"
+DOCUMENTED = DEPLOY / "nginx.conf"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 MAIN = """\
@@ -102,16 +101,6 @@ def self_signed(folder: Path) -> Certificate:
     return found
 
 
-def substitute(text: str, replacements: Mapping[str, str]) -> str:
-    """``text`` with each key replaced by its value; each must be there (the doc changed?)."""
-    for old, new in replacements.items():
-        count = len(re.findall(re.escape(old), text))
-        if count != 1:
-            raise AssertionError(f"{DOCUMENTED.name} has {count} of {old!r}, expected one")
-        text = text.replace(old, new)
-    return text
-
-
 @dataclass
 class Nginx:
     """nginx in front of the gateways: TLS (HTTP/2) on ``port``, plain HTTP on ``plain_port``."""
@@ -149,7 +138,7 @@ def nginx_in_front(folder: Path, gateway_ports: Sequence[int]) -> Iterator[Nginx
     port, plain_port = free_port(), free_port()
     first, second = gateway_ports
     site = substitute(
-        DOCUMENTED.read_text(),
+        DOCUMENTED,
         {
             "server 127.0.0.1:8080;": f"server 127.0.0.1:{first};",
             "server 127.0.0.1:8081;": f"server 127.0.0.1:{second};",
