@@ -53,7 +53,8 @@ http {{
     include {dir}/hopcast.conf;
 }}
 """
-"""The main configuration around the documented file (Debian's nginx.conf, in short)."""
+"""The main configuration around the documented file (Debian's nginx.conf, in short); its
+workers run as the test's own user, who can reach the test's folder."""
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,6 @@ class Nginx:
 
     def error_log(self) -> str:
         return (self.folder / "error.log").read_text(errors="replace")
-
-    def access_log(self) -> str:
-        return (self.folder / "access.log").read_text(errors="replace")
 
 
 @contextlib.contextmanager
