@@ -145,6 +145,8 @@ class AmqpBroker:
                 "x-max-length-bytes": s.stream_max_bytes,
                 "x-stream-max-segment-size-bytes": s.stream_segment_bytes,
             }
+            if s.stream_replicas is not None:
+                arguments["x-initial-cluster-size"] = s.stream_replicas
             try:
                 await ch.queue_declare(s.stream, durable=True, arguments=arguments)
             except aiormq.exceptions.ChannelPreconditionFailed as exc:

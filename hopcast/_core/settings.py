@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     stream_segment_bytes: Positive = Field(
         DEFAULT_STREAM_SEGMENT_BYTES, description="stream segment size, bytes (applies at creation)"
     )
+    stream_replicas: Positive | None = Field(
+        None,
+        description="stream replicas on a RabbitMQ cluster, x-initial-cluster-size"
+        " (applies at creation)",
+    )
     heartbeat: Seconds = Field(DEFAULT_HEARTBEAT, description="heartbeat on quiet streams, seconds")
     retry: Positive = Field(DEFAULT_RETRY_MS, description="reconnection delay sent to clients, ms")
     queue_size: Positive = Field(

@@ -45,6 +45,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     )
     app.state.limiter = RateLimiter(rate=settings.publish_rate, burst=settings.publish_burst)
     app.state.trusted = parse_networks(settings.trusted_proxy)
+    app.state.tally = None  # a worker of `--workers N` reports here, to answer for all
     return app
 
 

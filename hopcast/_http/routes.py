@@ -227,5 +227,6 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     hub = _hub(request)
     return PlainTextResponse(
-        render_metrics(hub), media_type="text/plain; version=0.0.4; charset=utf-8"
+        render_metrics(hub, request.app.state.tally),
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     )

@@ -14,7 +14,14 @@ from hopcast._broker.amqp import AmqpBroker
 from hopcast._broker.consumer import StreamConsumer
 from hopcast._core.errors import BrokerUnavailable
 from tests.support.brokers import LateToDeliver, publish_counted_history, read_messages
-from tests.support.rabbitmq import AMQP_URL, Names, delete_topology, publish_with_pika
+from tests.support.gateways import settings_for
+from tests.support.rabbitmq import (
+    AMQP_URL,
+    Names,
+    delete_topology,
+    publish_with_pika,
+    rabbitmqctl_table,
+)
 
 pytestmark = pytest.mark.usefixtures("rabbitmq")
 
@@ -156,3 +163,13 @@ async def test_a_quick_tail_probe_still_calls_an_uncounted_stream_empty(
     monkeypatch.setattr(amqp, "AmqpReader", LateToDeliver)
     monkeypatch.setattr(amqp, "TAIL_PATIENT_WAIT", 60.0)
     assert await amqp_broker.tail() is None  # did not wait the patient minute
+
+
+async def test_the_stream_is_declared_with_its_replicas_when_asked(names: Names) -> None:
+    """``--stream-replicas`` (x-initial-cluster-size): one here, on a single node."""
+    broker = AmqpBroker(settings_for("amqp", names, stream_replicas=1))
+    await broker.start()
+    await broker.aclose()
+    rows = await asyncio.to_thread(rabbitmqctl_table, "list_queues", "name", "arguments")
+    (arguments,) = [args for name, args in rows if name == names.stream]
+    assert '{"x-initial-cluster-size",1}' in arguments, arguments

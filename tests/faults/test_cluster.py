@@ -12,7 +12,6 @@ import contextlib
 import os
 from pathlib import Path
 
-import aiormq
 import pytest
 
 from tests.faults.cluster import Node, RabbitCluster
@@ -53,12 +52,10 @@ async def test_the_gateway_fails_over_when_its_cluster_node_stops(tmp_path: Path
     try:
         await asyncio.to_thread(cluster.start)
         timings.mark("cluster up")
-        await _declare_replicated_stream(cluster.urls[0], names.stream)
-        await until(lambda: _online_members(cluster, names.stream) == 3, "three stream members")
-        timings.mark("stream on 3 nodes")
         env = {
             "HOPCAST_EXCHANGE": names.exchange,
             "HOPCAST_STREAM": names.stream,
+            "HOPCAST_STREAM_REPLICAS": "3",  # the gateway declares it on all three nodes
             "HOPCAST_BROKER": ",".join(cluster.urls),
             "HOPCAST_AMQP_HEARTBEAT": "2",
             "HOPCAST_RETRY": "300",
@@ -66,6 +63,8 @@ async def test_the_gateway_fails_over_when_its_cluster_node_stops(tmp_path: Path
         with child_gateway(env, log_dir=tmp_path) as gw:
             await wait_ready(gw.url)
             timings.mark("gateway ready")
+            await until(lambda: _online_members(cluster, names.stream) == 3, "three stream members")
+            timings.mark("stream on 3 nodes")
             await _run_failover(cluster, names, gw, timings)
     finally:
         await asyncio.to_thread(cluster.teardown)
@@ -108,20 +107,6 @@ async def _run_failover(
     check_sequence(truth, total)
     assert_exact(subs, truth, [gw])
     assert new_leader != victim.name
-
-
-async def _declare_replicated_stream(url: str, stream: str) -> None:
-    """The stream on all three nodes; the gateway uses an existing stream as it is."""
-    conn = await aiormq.connect(url)
-    try:
-        channel = await conn.channel()
-        await channel.queue_declare(
-            stream,
-            durable=True,
-            arguments={"x-queue-type": "stream", "x-initial-cluster-size": 3},
-        )
-    finally:
-        await conn.close()
 
 
 def _online_members(cluster: RabbitCluster, stream: str) -> int:

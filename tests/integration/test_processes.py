@@ -33,6 +33,8 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         ([], {"HOPCAST_LOG_FORMAT": "xml"}, ["HOPCAST_LOG_FORMAT", "xml"]),
         (["--log-format", "xml"], {}, ["--log-format", "xml"]),
         (["--jwks-refresh", "0"], {}, ["--jwks-refresh", "0"]),
+        (["--stream-replicas", "0"], {}, ["--stream-replicas", "0"]),
+        ([], {"HOPCAST_STREAM_REPLICAS": "three"}, ["HOPCAST_STREAM_REPLICAS", "three"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],

@@ -14,9 +14,16 @@ from tests.support.sse import Event, EventStream
 class Listener:
     """Reads one SSE response in the background; events and the last id pile up for checks."""
 
-    def __init__(self, url: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.url = url
         self.headers = dict(headers or {})
+        self.transport = transport
+        """How to reach the server (TLS, a source address), when not as httpx does by default."""
         self.stream = EventStream()
         self.events: list[Event] = []
         self.last_id: str | None = None
@@ -43,7 +50,9 @@ class Listener:
     async def _run(self) -> None:
         try:
             async with (
-                httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None)) as http,
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(10.0, read=None), transport=self.transport
+                ) as http,
                 http.stream("GET", self.url, headers=self.headers) as response,
             ):
                 self.status = response.status_code
