@@ -33,6 +33,15 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         ([], {"HOPCAST_LOG_FORMAT": "xml"}, ["HOPCAST_LOG_FORMAT", "xml"]),
         (["--log-format", "xml"], {}, ["--log-format", "xml"]),
         (["--jwks-refresh", "0"], {}, ["--jwks-refresh", "0"]),
+        (["--broker", "http://x"], {}, ["--broker", "'http://x'", "amqp://"]),
+        (["--port", "abc"], {}, ["--port", "'abc'", "integer"]),
+        (["--log-level", "loud"], {}, ["--log-level", "'loud'", "debug"]),
+        (["--auth", "maybe"], {}, ["--auth", "'maybe'", "jwt"]),
+        # judged as the gateway starts, still a bad value: exit status 2 as well
+        (["--auth", "jwt", "--jwt-secret", "short"], {}, ["--jwt-secret", "at least 32"]),
+        (["--auth", "jwt"], {}, ["--auth jwt needs exactly one of", "--jwt-secret"]),
+        ([], {"HOPCAST_AUTH": "jwt", "HOPCAST_JWT_KEY": "/nonexistent"}, ["--jwt-key"]),
+        (["--public", "a..b"], {}, ["--public", "'a..b'", "empty word"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],
@@ -41,10 +50,14 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
             timeout=30,
             check=False,
         )
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 2, (args, env, proc.stderr)
         err = proc.stderr.decode()
         for word in words:
             assert word in err, err
+        # one plain line: no usage text, no pydantic prefix, no Python tuple
+        (line,) = err.splitlines()
+        assert line.startswith("Error: "), line
+        assert "Value error" not in line and "('" not in line and "Usage" not in line, line
 
 
 def test_an_address_in_use_fails_at_start_with_a_message() -> None:
