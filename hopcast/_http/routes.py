@@ -144,7 +144,13 @@ async def subscribe_or_publish(request: Request) -> Response:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, or 413 after reading (and dropping) up to a cap, so the client sees the 413."""
+    """The body, or 413: at once when ``Content-Length`` announces too much on a connection
+    kept alive (the ASGI server reads the rest and drops it), else after reading (and dropping)
+    up to a cap, so that a client still sending sees the 413 and not a reset."""
+    length = request.headers.get("content-length", "")
+    kept_alive = request.headers.get("connection", "").lower() != "close"
+    if length.isdigit() and int(length) > limit and kept_alive:
+        raise HTTPException(413, f"the body is larger than {limit} bytes")
     chunks = []
     size = 0
     stream = request.stream()
@@ -196,7 +202,9 @@ async def publish(request: Request) -> Response:
     try:
         await hub.broker.publish(topic, body, event)
     except BrokerUnavailable as exc:
-        log.warning("publish to %s refused: %s", topic, exc)
+        # while the broker is away the broker's own warning says so: one line per publish here
+        level = logging.WARNING if hub.broker.connected else logging.INFO
+        log.log(level, "publish to %s answered 503: %s", topic, exc)
         return problem(
             503,
             "Broker unavailable",
