@@ -24,6 +24,7 @@ from hopcast._core.settings import Settings
 from hopcast._core.sse import check_event_name
 from hopcast._core.topics import parse_topic
 from hopcast._http.metrics import render_metrics
+from hopcast._http.page import page_routes
 from hopcast._http.params import once, patterns, resume_point, token
 from hopcast._http.problems import problem
 from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHead
@@ -55,8 +56,9 @@ class TopicConvertor(Convertor[str]):
 register_url_convertor("topic", TopicConvertor())
 
 
-def routes(api: dict[str, Any]) -> list[Route]:
-    """The gateway's routes; ``api`` is the OpenAPI document ``/openapi.json`` serves."""
+def routes(api: dict[str, Any], *, page: bool = False) -> list[Route]:
+    """The gateway's routes; ``api`` is the OpenAPI document ``/openapi.json`` serves,
+    ``page`` adds the live page at ``/``."""
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(api)
@@ -68,6 +70,7 @@ def routes(api: dict[str, Any]) -> list[Route]:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(page_routes() if page else []),
     ]
 
 
