@@ -162,7 +162,7 @@ def _refused(exc: Refused, as_json: bool) -> click.ClickException:
 @token_option
 @json_option
 def publish_command(
-    topic: str, data: str, event: str | None, url: str, token: str | None, as_json: bool
+    topic: str, data: str, *, event: str | None, url: str, token: str | None, as_json: bool
 ) -> None:
     """Publish DATA on TOPIC through a running gateway (DATA "-": read it from stdin)."""
     import httpx
@@ -222,9 +222,7 @@ def listen_command(
     async def go() -> None:
         seen = 0
         async with Client(url, token=token) as client:
-            async for item in client.subscribe(
-                *patterns, last_event_id=last_event_id, since=since
-            ):
+            async for item in client.subscribe(*patterns, last_event_id=last_event_id, since=since):
                 if as_json:
                     line = dataclasses.asdict(item)
                     if not isinstance(item, Event):

@@ -234,7 +234,9 @@ class Client:
         self._subscriptions.add(subscription)
         return subscription
 
-    async def publish(self, topic: str, data: str | bytes, *, event: str | None = None) -> Published:
+    async def publish(
+        self, topic: str, data: str | bytes, *, event: str | None = None
+    ) -> Published:
         """Publish ``data`` on ``topic``; `Published` once RabbitMQ confirmed it.
 
         A refusal raises `PublishRefused` (its ``status``, ``title`` and ``detail``).

@@ -42,12 +42,13 @@ async def test_a_refused_publish_raises_with_the_problem() -> None:
     )
     async with serve_in_loop(settings) as gw:
         async with Client(gw.url, token=writer) as client:
-            for topic, data, event, status, title, words in [
+            cases: list[tuple[str, str | bytes, str | None, int, str, str]] = [
                 ("users.1", "x", None, 403, "Forbidden", "publish on 'users.1'"),
                 ("orders.*", "x", None, 400, "Bad request", "pattern"),
                 ("orders.1", "x", "hopcast-x", 400, "Bad request", "reserved"),
                 ("orders.1", b"\xff", None, 400, "Bad request", "UTF-8"),
-            ]:
+            ]
+            for topic, data, event, status, title, words in cases:
                 with pytest.raises(PublishRefused) as refused:
                     await client.publish(topic, data, event=event)
                 assert (refused.value.status, refused.value.title) == (status, title), topic
