@@ -72,6 +72,8 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         raise _BadSetting(str(exc)) from None
     configure_logging(settings)
+    if settings.workers > 1:
+        _check_rights(settings)
     from hopcast._supervisor import run
 
     try:
@@ -80,6 +82,20 @@ def serve(**flags: Any) -> None:
         raise click.ClickException(str(exc)) from None
     except ConfigError as exc:  # a value judged as the gateway starts (keys, patterns)
         raise _BadSetting(str(exc)) from None
+
+
+def _check_rights(settings: Settings) -> None:
+    """Judge the auth settings here, before any worker starts: a worker that found them bad
+    would only exit and be started again, over and over."""
+    from hopcast._rights.tokens import Authorizer
+
+    logging.disable(logging.WARNING)  # each worker says what it checks; this is a dry run
+    try:
+        Authorizer.from_settings(settings)
+    except ConfigError as exc:
+        raise _BadSetting(str(exc)) from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

@@ -42,6 +42,8 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         (["--auth", "jwt"], {}, ["--auth jwt needs exactly one of", "--jwt-secret"]),
         ([], {"HOPCAST_AUTH": "jwt", "HOPCAST_JWT_KEY": "/nonexistent"}, ["--jwt-key"]),
         (["--public", "a..b"], {}, ["--public", "'a..b'", "empty word"]),
+        # with workers too: judged before any starts, not by each worker, again and again
+        (["--workers", "2", "--jwt-secret", "short"], {"HOPCAST_AUTH": "jwt"}, ["--jwt-secret"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],
