@@ -154,3 +154,19 @@ def test_breaking_out_reports_no_error_when_the_loop_ends() -> None:
 async def _publish(url: str) -> None:
     async with Client(url) as client:
         await client.publish("a.b", "x")
+
+
+async def test_a_token_function_is_called_before_every_publish() -> None:
+    calls = 0
+
+    async def fresh() -> str:
+        nonlocal calls
+        calls += 1
+        claims = {"exp": int(time.time() + 60), "hopcast": {"publish": ["a.*"]}}
+        return jwt.encode(claims, SECRET, "HS256")
+
+    settings = settings_for("memory", auth="jwt", jwt_secret=SECRET)
+    async with serve_in_loop(settings) as gw, Client(gw.url, token=fresh) as client:
+        for n in range(3):
+            await client.publish("a.b", str(n))
+    assert calls == 3
