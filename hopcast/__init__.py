@@ -8,9 +8,10 @@ underscore is internal and may change in any release.
 >>> app = hopcast.create_app(hopcast.Settings.from_env({"HOPCAST_BROKER": "memory://"}))
 """
 
-from hopcast._client import Client, Event
+from hopcast._client import Client, Event, Missed, Published, Subscription
 from hopcast._core.errors import (
     BrokerUnavailable,
+    CannotStart,
     ConfigError,
     Forbidden,
     HopcastError,
@@ -19,6 +20,8 @@ from hopcast._core.errors import (
     InvalidOffset,
     InvalidTopic,
     PublishNotConfirmed,
+    PublishRefused,
+    Refused,
     SubscriptionClosed,
     SubscriptionRefused,
     Unauthorized,
@@ -28,6 +31,7 @@ from hopcast._http.app import create_app
 
 __all__ = [
     "BrokerUnavailable",
+    "CannotStart",
     "Client",
     "ConfigError",
     "Event",
@@ -37,8 +41,13 @@ __all__ = [
     "InvalidInput",
     "InvalidOffset",
     "InvalidTopic",
+    "Missed",
     "PublishNotConfirmed",
+    "PublishRefused",
+    "Published",
+    "Refused",
     "Settings",
+    "Subscription",
     "SubscriptionClosed",
     "SubscriptionRefused",
     "Unauthorized",

@@ -12,11 +12,11 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 import click
 
-from hopcast._core.errors import ConfigError
+from hopcast._core.errors import CannotStart, ConfigError, Refused
 from hopcast._core.logs import configure_logging
 from hopcast._core.settings import PREFIX, Settings
 
@@ -33,19 +33,13 @@ def _serve_flags() -> list[Any]:
             help_ = f"{field.description} [env: {env}]"
             flags.append(click.option(flag, is_flag=True, default=None, help=help_))
             continue
-        if name == "log_level":
-            kind: Any = click.Choice(["debug", "info", "warning", "error"])
-        elif get_origin(field.annotation) is Literal:
-            kind = click.Choice(list(get_args(field.annotation)))
-        else:
-            kind = {int: int, float: float}.get(type(field.default), str)
         multiple = isinstance(field.default, tuple)
         default = ",".join(field.default) if multiple else field.default
         shown = "" if default in (None, "") else f" (default {default})"
         flags.append(
             click.option(
                 flag,
-                type=kind,
+                type=str,  # parsed by Settings, as the variable is: one path, one message
                 multiple=multiple,
                 default=() if multiple else None,
                 help=f"{field.description}{shown} [env: {env}]",
@@ -76,14 +70,32 @@ def serve(**flags: Any) -> None:
     try:
         settings = Settings.from_env(os.environ, **flags)
     except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+        raise _BadSetting(str(exc)) from None
     configure_logging(settings)
+    if settings.workers > 1:
+        _check_rights(settings)
     from hopcast._supervisor import run
 
     try:
         run(settings)
-    except ConfigError as exc:  # found only once the gateway starts: an address in use
+    except CannotStart as exc:  # good settings, but not here or not now: an address in use
         raise click.ClickException(str(exc)) from None
+    except ConfigError as exc:  # a value judged as the gateway starts (keys, patterns)
+        raise _BadSetting(str(exc)) from None
+
+
+def _check_rights(settings: Settings) -> None:
+    """Judge the auth settings here, before any worker starts: a worker that found them bad
+    would only exit and be started again, over and over."""
+    from hopcast._rights.tokens import Authorizer
+
+    logging.disable(logging.WARNING)  # each worker says what it checks; this is a dry run
+    try:
+        Authorizer.from_settings(settings)
+    except ConfigError as exc:
+        raise _BadSetting(str(exc)) from None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _text(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -133,27 +145,64 @@ token_option = click.option(
 )
 
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="JSON output, and a refusal as its problem JSON"
+)
+
+
+class _Said(click.ClickException):
+    """A failure whose message is shown as it is, without click's ``Error:`` prefix."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(self.message, err=True)
+
+
+class _BadSetting(click.ClickException):
+    """A setting with a bad value: one line naming it and the value, exit status 2."""
+
+    exit_code = 2
+
+
+def _refused(exc: Refused, as_json: bool) -> click.ClickException:
+    """A refusal for a person (status, title and detail), or its problem JSON with ``--json``."""
+    if as_json:
+        return _Said(exc.body.strip() or json.dumps({"status": exc.status, "title": exc.title}))
+    return click.ClickException(str(exc))
+
+
 @main.command("publish")
 @click.argument("topic", callback=_text)
 @click.argument("data")
 @click.option("--event", callback=_text, default=None, help="event name (the SSE event: field)")
 @url_option
 @token_option
-def publish_command(topic: str, data: str, event: str | None, url: str, token: str | None) -> None:
+@json_option
+def publish_command(
+    topic: str, data: str, *, event: str | None, url: str, token: str | None, as_json: bool
+) -> None:
     """Publish DATA on TOPIC through a running gateway (DATA "-": read it from stdin)."""
     import httpx
 
-    params = {"event": event} if event else {}
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    from hopcast._client import Client
+
     # the argument's own bytes, as the shell passed them: the gateway judges them
     body = sys.stdin.buffer.read() if data == "-" else os.fsencode(data)
+
+    async def go() -> None:
+        async with Client(url, token=token, publish_retries=0) as client:
+            published = await client.publish(topic, body, event=event)
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(published), ensure_ascii=False))
+        else:
+            name = f", event {published.event}" if published.event else ""
+            click.echo(f"published on {published.topic}: {published.size} bytes{name}")
+
     try:
-        response = httpx.post(f"{url}/events/{topic}", content=body, params=params, headers=headers)
+        asyncio.run(go())
+    except Refused as exc:
+        raise _refused(exc, as_json) from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the gateway at {url}: {exc}") from None
-    if response.status_code != 202:
-        raise click.ClickException(f"{response.status_code}: {response.text}")
-    click.echo(response.text)
 
 
 @main.command("listen")
@@ -164,7 +213,12 @@ def publish_command(topic: str, data: str, event: str | None, url: str, token: s
     "--since", callback=_text, default=None, help="start at 'first' or an ISO-8601 time, not now"
 )
 @click.option("--count", type=int, default=None, help="stop after this many events")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per event: id, event, data")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="one JSON object per event (id, event, data; missed events too), a refusal as JSON",
+)
 @token_option
 def listen_command(
     patterns: tuple[str, ...],
@@ -177,28 +231,33 @@ def listen_command(
     token: str | None,
 ) -> None:
     """Print the events of PATTERNS as they come (resuming across reconnects)."""
-    from hopcast._client import Client
-    from hopcast._core.errors import SubscriptionRefused
+    from hopcast._client import Client, Event
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # the retries, on stderr
 
     async def go() -> None:
         seen = 0
-        async with Client(
-            url, list(patterns), last_event_id=last_event_id, since=since, token=token
-        ) as client:
-            async for event in client:
+        async with Client(url, token=token) as client:
+            async for item in client.subscribe(*patterns, last_event_id=last_event_id, since=since):
                 if as_json:
-                    click.echo(json.dumps(dataclasses.asdict(event), ensure_ascii=False))
+                    line = dataclasses.asdict(item)
+                    if not isinstance(item, Event):
+                        line = {"id": item.id, "event": "hopcast-missed", **line}
+                    click.echo(json.dumps(line, ensure_ascii=False))
+                elif isinstance(item, Event):
+                    click.echo(f"{item.id}\t{item.event}\t{item.data}")
                 else:
-                    click.echo(f"{event.id}\t{event.event}\t{event.data}")
+                    click.echo(
+                        f"{item.id}\thopcast-missed\tevents lost ({item.reason}):"
+                        f" after {item.requested}, the stream starts at {item.first}"
+                    )
                 seen += 1
                 if count is not None and seen >= count:
                     return
 
     try:
         asyncio.run(go())
-    except SubscriptionRefused as exc:
-        raise click.ClickException(str(exc)) from None
+    except Refused as exc:
+        raise _refused(exc, as_json) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

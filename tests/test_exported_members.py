@@ -14,6 +14,7 @@ def test_all_is_sorted_and_complete() -> None:
         assert getattr(hopcast, name) is not None
     assert exported == [
         "BrokerUnavailable",
+        "CannotStart",
         "Client",
         "ConfigError",
         "Event",
@@ -23,8 +24,13 @@ def test_all_is_sorted_and_complete() -> None:
         "InvalidInput",
         "InvalidOffset",
         "InvalidTopic",
+        "Missed",
         "PublishNotConfirmed",
+        "PublishRefused",
+        "Published",
+        "Refused",
         "Settings",
+        "Subscription",
         "SubscriptionClosed",
         "SubscriptionRefused",
         "Unauthorized",

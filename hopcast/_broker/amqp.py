@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextvars import ContextVar
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar
@@ -62,6 +63,30 @@ TAIL_MAX_READ = 1.0
 and an offset read within the last second is tail enough (it is a hint and a floor)."""
 BACKOFF_MAX = 5.0
 _T = TypeVar("_T")
+_CONNECTING: ContextVar[bool] = ContextVar("hopcast_connecting", default=False)
+
+
+class _ReportedByHopcast(logging.Filter):
+    """Drops aiormq's ERROR line for a connection attempt of hopcast's, which hopcast reports
+    itself (one line, at its level); aiormq's other lines, and other callers', pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_CONNECTING.get() and str(record.msg).startswith("error when creating"))
+
+
+_AIORMQ_FILTER = _ReportedByHopcast()
+
+
+def _reason(exc: BaseException) -> str:
+    """An aiormq or socket error in words: ``Connection refused``, not its repr."""
+    if isinstance(exc, BrokerUnavailable):
+        return str(exc)
+    args = exc.args
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        return args[1]  # aiormq's (errno, text)
+    return str(exc) or type(exc).__name__
 
 
 def _safe_url(url: str) -> str:
@@ -112,6 +137,7 @@ class AmqpBroker:
         self._lock = asyncio.Lock()
         self._closed = False
         self._discarded: set[asyncio.Task[Any]] = set()
+        logging.getLogger("aiormq.connection").addFilter(_AIORMQ_FILTER)  # once: a set
 
     @property
     def connected(self) -> bool:
@@ -163,7 +189,7 @@ class AmqpBroker:
             await ch.queue_bind(s.stream, s.exchange, routing_key="#")
             await ch.close()
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnavailable(f"declaring the topology failed: {exc!r}") from exc
+            raise BrokerUnavailable(f"declaring the topology failed: {_reason(exc)}") from exc
 
     async def _connect(self) -> aiormq.abc.AbstractConnection:
         """The shared connection (declaring, publishing), opened when there is none."""
@@ -198,13 +224,16 @@ class AmqpBroker:
         errors = []
         for _ in range(len(self._urls)):
             url = self._urls[self._url_index]
+            reporting = _CONNECTING.set(True)
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     connection = await connect(url)
             except CONNECTION_ERRORS as exc:
-                errors.append(f"{_safe_url(url)}: {exc!r}")
+                errors.append(f"{_safe_url(url)}: {_reason(exc)}")
                 self._url_index = (self._url_index + 1) % len(self._urls)
                 continue
+            finally:
+                _CONNECTING.reset(reporting)
             level = logging.DEBUG if purpose in ("tail", "catch-up") else logging.INFO
             log.log(level, "connected to %s (%s)", _safe_url(url), purpose)
             return connection
@@ -229,11 +258,13 @@ class AmqpBroker:
                 )
         except aiormq.exceptions.PublishError as exc:
             raise PublishNotConfirmed("the broker returned the message as unroutable") from exc
+        except BrokerUnavailable:
+            raise  # no connection: already in words
         except TimeoutError as exc:
             self._discard()
             raise BrokerUnavailable("publish failed: the broker did not answer in time") from exc
         except CONNECTION_ERRORS as exc:
-            raise BrokerUnavailable(f"publish failed: {exc!r}") from exc
+            raise BrokerUnavailable(f"publish failed: {_reason(exc)}") from exc
         if not isinstance(result, spec.Basic.Ack):
             raise PublishNotConfirmed("the broker did not confirm the message")
 

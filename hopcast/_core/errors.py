@@ -2,6 +2,8 @@
 
 HopcastError
 ├── ConfigError(ValueError)          a setting has a bad value (names key and value)
+│   └── CannotStart                  good settings the gateway cannot start with here (a port
+│                                    in use, keys that cannot be fetched)
 ├── InvalidInput(ValueError)         a client sent something malformed (→ 400)
 │   ├── InvalidTopic                 a topic or pattern breaks design §1
 │   ├── InvalidOffset                a Last-Event-ID / lastEventId / since that is not one
@@ -13,7 +15,9 @@ HopcastError
 │   └── PublishNotConfirmed          the broker nacked or returned a publish
 ├── FrameError(ValueError)           bytes from the broker that are not AMQP 0-9-1 as we know it
 ├── SubscriptionClosed               a subscription was ended by the gateway (slow, shutdown, ...)
-└── SubscriptionRefused              the client's subscription was answered with a 4xx
+└── Refused                          the gateway answered `hopcast.Client` with a problem
+    ├── PublishRefused               a publish was not accepted (nothing was published)
+    └── SubscriptionRefused          a subscription was answered with a 4xx
 
 >>> issubclass(Forbidden, HopcastError), issubclass(FrameError, ValueError)
 (True, True)
@@ -36,9 +40,17 @@ class ConfigError(HopcastError, ValueError):
     """A setting has a value hopcast cannot use; the message names both."""
 
 
-def cannot_listen(host: str, port: int, exc: OSError) -> ConfigError:
+class CannotStart(ConfigError):
+    """Settings that are good, but that the gateway cannot start with here (exit status 1).
+
+    An address in use, keys that cannot be fetched: unlike a bad value (exit
+    status 2), the same settings may work elsewhere or later.
+    """
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> CannotStart:
     """The error for an address the gateway cannot listen on (in use, not this host's)."""
-    return ConfigError(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
+    return CannotStart(f"--host/--port: cannot listen on {host}:{port}: {exc.strerror or exc}")
 
 
 class InvalidInput(HopcastError, ValueError):
@@ -137,10 +149,25 @@ class SubscriptionClosed(HopcastError):
         self.reason = reason
 
 
-class SubscriptionRefused(HopcastError):
-    """The gateway answered a `hopcast.Client` subscription with a 4xx: retrying would not help."""
+class Refused(HopcastError):
+    """The gateway answered a `hopcast.Client` request with a problem (RFC 9457).
 
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"{status}: {body[:500]}")
+    >>> str(Refused(403, "Forbidden", "the token does not allow publish on 'a'"))
+    "403 Forbidden: the token does not allow publish on 'a'"
+    """
+
+    def __init__(self, status: int, title: str, detail: str, body: str = "") -> None:
+        super().__init__(f"{status} {title}: {detail}" if detail else f"{status} {title}")
         self.status = status
+        self.title = title
+        self.detail = detail
         self.body = body
+        """The answer's body as it came (the problem's JSON), for logs and ``--json``."""
+
+
+class PublishRefused(Refused):
+    """A publish the gateway did not accept; nothing was published."""
+
+
+class SubscriptionRefused(Refused):
+    """A subscription answered with a 4xx: retrying would not help, so the iteration ends."""

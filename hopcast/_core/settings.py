@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     allow_query_token: bool = Field(
         False, description="accept ?access_token= (off: URLs end up in logs)"
     )
+    page: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="the live page at GET /: auto (on with --auth none, off with --auth jwt)",
+    )
     public: Listed = Field((), description="patterns anyone may subscribe to")
     cors_origin: Listed = Field((), description="origins allowed by CORS, with credentials")
     trusted_proxy: Listed = Field((), description="proxy CIDRs whose X-Forwarded-For is believed")
@@ -261,6 +265,11 @@ class Settings(BaseSettings):
             shown = "(hidden)" if "secret" in name else repr(value)
             reason = err["msg"].removeprefix("Value error, ")
             raise ConfigError(f"{where}: bad value {shown}: {reason}") from None
+
+    @property
+    def page_on(self) -> bool:
+        """Whether ``GET /`` serves the live page."""
+        return self.page == "on" or (self.page == "auto" and self.auth == "none")
 
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings (how worker processes receive them)."""

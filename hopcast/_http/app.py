@@ -32,7 +32,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     the_broker = broker if broker is not None else broker_from_settings(settings)
     auth = Authorizer.from_settings(settings)
     app = Starlette(
-        routes=routes(document(settings)),
+        routes=routes(document(settings), page=settings.page_on),
         lifespan=_lifespan(settings, the_broker, auth),
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,

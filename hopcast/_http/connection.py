@@ -41,6 +41,8 @@ HEAD_TIMEOUT = 10.0
 """Seconds a client has to send a whole request head (slow-header clients are cut off)."""
 BODY_TIMEOUT = 30.0
 """Seconds a client has to send a request body."""
+DRAIN_TIMEOUT = 5.0
+"""Seconds a refused body is read (and dropped) after its 413, so the client sees the answer."""
 KEEPALIVE_TIMEOUT = 30.0
 """Seconds an idle keep-alive connection waits for its next request."""
 WRITE_HIGH_WATER = 256 * 1024
@@ -146,6 +148,8 @@ class HttpConnection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.request = ParsedRequest()
+        if self.state in ("draining", "closed"):
+            return  # read from the same bytes as a refused body: dropped
         if not self._answering():
             self.head = False  # until `_answer` knows the method
             self.state = "head"
@@ -158,25 +162,46 @@ class HttpConnection(asyncio.Protocol):
         self.request.add_header(name, value, self.settings.max_header_bytes)
 
     def on_headers_complete(self) -> None:
-        if self._answering():
+        if self._answering() or self.state in ("draining", "closed"):
             return  # its limits are checked when its turn comes, in `_answer`
         self.state = "body"
         self.deadline = time.monotonic() + BODY_TIMEOUT
         request = self.request
-        if self._refused_head(request):
+        if self._refused_head(request) or self.transport is None:
             return
-        if (b"expect", b"100-continue") in request.headers and self.transport is not None:
-            if request.announces_more_than(self.settings.max_event_bytes):
-                self._answer_and_close(413, "Content too large", self._too_large_detail())
-            else:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if request.announces_more_than(self.settings.max_event_bytes):
+            self._refuse_body()
+        elif (b"expect", b"100-continue") in request.headers:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _refuse_body(self) -> None:
+        """413 at once from ``Content-Length``, not after the body (which may never come).
+
+        What the client still sends is read and dropped, up to a cap and for
+        `DRAIN_TIMEOUT` seconds: closing on unread bytes would reset the
+        connection, and a client still sending would see the reset, not the 413.
+        """
+        if self.transport is None:
+            return
+        refusal = problem(413, "Content too large", self._too_large_detail())
+        head = list(refusal.raw_headers)
+        self.transport.write(encode_response(413, head, bytes(refusal.body), keep_alive=False))
+        self.request.body_over = True
+        self.state = "draining"
+        self.deadline = time.monotonic() + DRAIN_TIMEOUT
 
     def on_body(self, body: bytes) -> None:
         too_much = not self.request.add_body(body, self.settings.max_event_bytes)
-        if too_much and not self._answering():
+        if too_much and self.state == "draining" and self.transport is not None:
+            self.state = "closed"
+            self.transport.close()
+        elif too_much and not self._answering():
             self._answer_and_close(413, "Content too large", self._too_large_detail())
 
     def on_message_complete(self) -> None:
+        if self.state == "draining" and self.transport is not None:
+            self.state = "closed"  # the body came whole after its 413: nothing more to read
+            self.transport.close()
         if self.state in ("closed", "stream") or self.transport is None:
             return  # nothing after an event stream's request is answered
         self.transport.pause_reading()  # one request at a time; pipelined ones wait
@@ -376,13 +401,14 @@ class HttpConnection(asyncio.Protocol):
 
     def tick(self, now: float) -> None:
         """Heartbeats, token expiry and the head, body and keep-alive timeouts."""
-        if (
-            self.deadline is not None
-            and now > self.deadline
-            and self.state in ("head", "body", "idle")
-        ):
-            self.abort()
-            return
+        if self.deadline is not None and now > self.deadline:
+            if self.state in ("head", "body", "idle"):
+                self.abort()
+                return
+            if self.state == "draining" and self.transport is not None:
+                self.state = "closed"
+                self.transport.close()  # not abort: the 413 may still be on its way
+                return
         sub = self.sub
         if sub is None or self.state != "stream":
             return

@@ -6,7 +6,7 @@ only with ``--auth jwt``. Here are the paths and their operations; what they
 refer to is in `hopcast._http.schemas`.
 
 >>> doc = document(Settings.from_env({"HOPCAST_BROKER": "memory://"}))
->>> doc["openapi"], sorted(doc["paths"])[:2]
+>>> doc["openapi"], sorted(doc["paths"])[1:3]
 ('3.0.3', ['/events', '/events/{topic}'])
 """
 
@@ -50,6 +50,7 @@ def _paths(settings: Settings) -> Schema:
             "post": _publish(settings),
         },
         **_operations_paths(),
+        **(_page_paths() if settings.page_on else {}),
     }
     if settings.cors_origin:
         paths["/events"]["options"] = _preflight("preflight")
@@ -98,6 +99,19 @@ def _operations_paths() -> Schema:
             "This document",
             {"200": _json("The OpenAPI document.", {"type": "object"})},
         ),
+    }
+
+
+def _page_paths() -> Schema:
+    """The live page (``--page``) and its two files."""
+
+    def text(media: str, what: str) -> Schema:
+        return {"200": {"description": what, "content": {media: {"schema": {"type": "string"}}}}}
+
+    return {
+        "/": _simple("page", "The live page", text("text/html", "The page (HTML).")),
+        "/page.js": _simple("pageScript", "The live page's script", text("text/javascript", "JS.")),
+        "/page.css": _simple("pageStyle", "The live page's style", text("text/css", "CSS.")),
     }
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from hopcast._core.errors import InvalidInput, InvalidOffset
+from hopcast._core.errors import InvalidInput, InvalidOffset, InvalidTopic
 from hopcast._core.settings import Settings
 from hopcast._core.topics import Pattern
 from hopcast._hub.subscription import Since
@@ -18,6 +18,12 @@ from hopcast._rights.tokens import QUERY_PARAM, Authorizer
 MAX_OFFSET = 2**63 - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 """The earliest ``?since=``: no stream holds anything older."""
+HASH_HINT = (
+    "; a '#' in a URL starts its fragment, which clients do not send:"
+    " write it as %23 (/events/orders.%23)"
+)
+"""Added to a pattern refused for an empty last word: ``curl .../events/orders.#`` sends
+``orders.``, since clients strip the fragment; a raw client sends the ``#`` itself."""
 
 
 def parse_offset(text: str, source: str) -> int:
@@ -65,11 +71,20 @@ def patterns(request: Request, settings: Settings) -> list[Pattern]:
         raise InvalidInput("name a topic: /events/{topic} or /events?topic=…")
     if len(texts) > settings.max_patterns:
         raise InvalidInput(f"at most {settings.max_patterns} patterns per subscription")
-    found = list(dict.fromkeys(Pattern.parse(t) for t in texts))
+    found = list(dict.fromkeys(_pattern(t, request) for t in texts))
     for pattern in found:
         if len(pattern.words) > settings.max_pattern_depth:
             raise InvalidInput(f"a pattern has at most {settings.max_pattern_depth} words")
     return found
+
+
+def _pattern(text: str, request: Request) -> Pattern:
+    try:
+        return Pattern.parse(text)
+    except InvalidTopic as exc:
+        if text.endswith(".") or not text or request.scope.get("hopcast.fragment"):
+            raise InvalidTopic(f"{exc}{HASH_HINT}") from None
+        raise
 
 
 def once(request: Request, name: str) -> str | None:

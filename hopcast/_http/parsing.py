@@ -115,6 +115,7 @@ class ParsedRequest:
             "client": (peer[0], peer[1]) if isinstance(peer, tuple) else None,
             "server": (local[0], local[1]) if isinstance(local, tuple) else None,
             "app": app,
+            "hopcast.fragment": b"#" in self.url,  # a raw client sent a '#' (see params.patterns)
         }
         if path.startswith("/events/"):
             scope["path_params"] = {"topic": path[len("/events/") :]}

@@ -24,6 +24,7 @@ from hopcast._core.settings import Settings
 from hopcast._core.sse import check_event_name
 from hopcast._core.topics import parse_topic
 from hopcast._http.metrics import render_metrics
+from hopcast._http.page import page_routes
 from hopcast._http.params import once, patterns, resume_point, token
 from hopcast._http.problems import problem
 from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHead
@@ -55,8 +56,9 @@ class TopicConvertor(Convertor[str]):
 register_url_convertor("topic", TopicConvertor())
 
 
-def routes(api: dict[str, Any]) -> list[Route]:
-    """The gateway's routes; ``api`` is the OpenAPI document ``/openapi.json`` serves."""
+def routes(api: dict[str, Any], *, page: bool = False) -> list[Route]:
+    """The gateway's routes; ``api`` is the OpenAPI document ``/openapi.json`` serves,
+    ``page`` adds the live page at ``/``."""
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(api)
@@ -68,6 +70,7 @@ def routes(api: dict[str, Any]) -> list[Route]:
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *(page_routes() if page else []),
     ]
 
 
@@ -144,7 +147,13 @@ async def subscribe_or_publish(request: Request) -> Response:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, or 413 after reading (and dropping) up to a cap, so the client sees the 413."""
+    """The body, or 413: at once when ``Content-Length`` announces too much on a connection
+    kept alive (the ASGI server reads the rest and drops it), else after reading (and dropping)
+    up to a cap, so that a client still sending sees the 413 and not a reset."""
+    length = request.headers.get("content-length", "")
+    kept_alive = request.headers.get("connection", "").lower() != "close"
+    if length.isdigit() and int(length) > limit and kept_alive:
+        raise HTTPException(413, f"the body is larger than {limit} bytes")
     chunks = []
     size = 0
     stream = request.stream()
@@ -196,7 +205,9 @@ async def publish(request: Request) -> Response:
     try:
         await hub.broker.publish(topic, body, event)
     except BrokerUnavailable as exc:
-        log.warning("publish to %s refused: %s", topic, exc)
+        # while the broker is away the broker's own warning says so: one line per publish here
+        level = logging.WARNING if hub.broker.connected else logging.INFO
+        log.log(level, "publish to %s answered 503: %s", topic, exc)
         return problem(
             503,
             "Broker unavailable",

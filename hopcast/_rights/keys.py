@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from hopcast._core.errors import ConfigError
+from hopcast._core.errors import CannotStart, ConfigError
 
 if TYPE_CHECKING:
     from jwt.algorithms import AllowedPublicKeys
@@ -185,7 +185,7 @@ class RemoteKeySet(Mapping[str | None, Key]):
     and soon after a token names a kid it lacks (an issuer rotating its keys).
 
     A failed fetch keeps the keys in use. On entry, the first fetch is tried
-    `FIRST_FETCH_TRIES` times and then raises `ConfigError`: without keys no
+    `FIRST_FETCH_TRIES` times and then raises `CannotStart`: without keys no
     token can be checked.
     """
 
@@ -221,8 +221,8 @@ class RemoteKeySet(Mapping[str | None, Key]):
                 await self.fetch()
                 break
             except ConfigError as exc:
-                if attempt == FIRST_FETCH_TRIES:
-                    raise
+                if attempt == FIRST_FETCH_TRIES:  # the setting may be right: exit status 1
+                    raise CannotStart(str(exc)) from None
                 log.warning("%s; trying again in %.0f s", exc, FIRST_FETCH_PAUSE)
                 await asyncio.sleep(FIRST_FETCH_PAUSE)
         self._task = asyncio.create_task(self._keep_fresh(), name="jwks refresh")

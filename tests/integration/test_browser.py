@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.support.browser import chromium, wait_true
 from tests.support.gateways import Gateway, publish_raw, serve_in_loop, settings_for
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 SUBSCRIBE = """
 (path) => {
@@ -41,19 +30,12 @@ SUBSCRIBE = """
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        chromium = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def _wait(page: Page, expression: str, timeout: float = 30) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := await page.evaluate(expression)):
-            await asyncio.sleep(0.05)
-    return value
+    return await wait_true(page, expression, timeout)
 
 
 def _cut_everyone(gw: Gateway) -> None:

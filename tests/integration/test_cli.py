@@ -57,9 +57,12 @@ async def test_what_publish_sends_listen_prints() -> None:
                 hopcast, "publish", "orders.42", '{"order": 42}', "--event", "paid", "--url", gw.url
             )
             assert first.returncode == 0, first.stderr
-            assert json.loads(first.stdout) == {"topic": "orders.42", "event": "paid", "size": 13}
-            second = await asyncio.to_thread(hopcast, "publish", "orders.7", "two", "--url", gw.url)
+            assert first.stdout == "published on orders.42: 13 bytes, event paid\n"
+            second = await asyncio.to_thread(
+                hopcast, "publish", "orders.7", "two", "--json", "--url", gw.url
+            )
             assert second.returncode == 0, second.stderr
+            assert json.loads(second.stdout) == {"topic": "orders.7", "event": None, "size": 3}
             async with asyncio.timeout(60):
                 out, err = await listen.communicate()
         finally:
@@ -132,6 +135,22 @@ def test_garbage_and_no_gateway_get_a_message_not_a_traceback() -> None:
                 assert word in result.stderr, (args, result.stderr)
         # the gateway took none of it
         assert "data:" not in asyncio.run(_everything(gw.url))
+
+
+def test_a_refusal_reads_as_a_sentence_or_as_the_problem_with_json() -> None:
+    with child_gateway(MEMORY) as gw:
+        asyncio.run(wait_ready(gw.url))
+        for command in (["publish", "orders..1", "x"], ["listen", "orders..1"]):
+            said = hopcast(*command, "--url", gw.url)
+            assert said.returncode == 1, said
+            assert said.stderr.startswith("Error: 400 Bad request: "), said.stderr
+            assert "{" not in said.stderr and "empty word" in said.stderr, said.stderr
+            problem = hopcast(*command, "--json", "--url", gw.url)
+            assert problem.returncode == 1, problem
+            body = json.loads(problem.stderr)
+            assert (body["status"], body["title"]) == (400, "Bad request"), body
+            assert "empty word" in body["detail"]
+            assert problem.stdout == ""
 
 
 def test_a_token_from_the_flag_or_the_variable() -> None:

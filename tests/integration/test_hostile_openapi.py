@@ -142,6 +142,9 @@ async def test_openapi_document_is_served_and_names_every_route() -> None:
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/",  # the live page, on by default with --auth none
+        "/page.js",
+        "/page.css",
     }
     for path, item in doc["paths"].items():
         for method, operation in item.items():
@@ -156,6 +159,8 @@ async def test_openapi_document_is_served_and_names_every_route() -> None:
     assert "options" not in doc["paths"]["/events"]
     assert "options" in document(settings_for("memory", cors_origin=(ORIGIN,)))["paths"]["/events"]
     with_auth = document(jwt_settings())
+    assert "/" not in with_auth["paths"]  # off with --auth jwt unless --page on
+    assert "/" in document(jwt_settings(page="on"))["paths"]
     assert {"bearer", "cookie"} <= set(with_auth["components"]["securitySchemes"])
     assert "401" in with_auth["paths"]["/events/{topic}"]["post"]["responses"]
 

@@ -35,6 +35,17 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         (["--jwks-refresh", "0"], {}, ["--jwks-refresh", "0"]),
         (["--stream-replicas", "0"], {}, ["--stream-replicas", "0"]),
         ([], {"HOPCAST_STREAM_REPLICAS": "three"}, ["HOPCAST_STREAM_REPLICAS", "three"]),
+        (["--broker", "http://x"], {}, ["--broker", "'http://x'", "amqp://"]),
+        (["--port", "abc"], {}, ["--port", "'abc'", "integer"]),
+        (["--log-level", "loud"], {}, ["--log-level", "'loud'", "debug"]),
+        (["--auth", "maybe"], {}, ["--auth", "'maybe'", "jwt"]),
+        # judged as the gateway starts, still a bad value: exit status 2 as well
+        (["--auth", "jwt", "--jwt-secret", "short"], {}, ["--jwt-secret", "at least 32"]),
+        (["--auth", "jwt"], {}, ["--auth jwt needs exactly one of", "--jwt-secret"]),
+        ([], {"HOPCAST_AUTH": "jwt", "HOPCAST_JWT_KEY": "/nonexistent"}, ["--jwt-key"]),
+        (["--public", "a..b"], {}, ["--public", "'a..b'", "empty word"]),
+        # with workers too: judged before any starts, not by each worker, again and again
+        (["--workers", "2", "--jwt-secret", "short"], {"HOPCAST_AUTH": "jwt"}, ["--jwt-secret"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],
@@ -43,10 +54,14 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
             timeout=30,
             check=False,
         )
-        assert proc.returncode == 2, proc.stderr
+        assert proc.returncode == 2, (args, env, proc.stderr)
         err = proc.stderr.decode()
         for word in words:
             assert word in err, err
+        # one plain line: no usage text, no pydantic prefix, no Python tuple
+        (line,) = err.splitlines()
+        assert line.startswith("Error: "), line
+        assert "Value error" not in line and "('" not in line and "Usage" not in line, line
 
 
 def test_an_address_in_use_fails_at_start_with_a_message() -> None:
