@@ -14,10 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import async_playwright
 
 from tests.deploy.nginx import Nginx, nginx_in_front
-from tests.integration.test_browser import ARGS, CHROMIUM
+from tests.support.browser import chromium, wait_true
 from tests.support.clients import Listener, metric
 from tests.support.processes import ChildGateway
 from tests.support.rabbitmq import Names, amqp_publish
@@ -210,36 +209,25 @@ SUBSCRIBE = """
 async def test_chromium_s_eventsource_receives_events_over_http2(
     names: Names, tmp_path: Path
 ) -> None:
-    async with front(names, tmp_path) as f, async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            context = await browser.new_context(ignore_https_errors=True)
-            page = await context.new_page()
-            protocols: dict[str, str] = {}
+    async with front(names, tmp_path) as f, chromium() as browser:
+        context = await browser.new_context(ignore_https_errors=True)
+        page = await context.new_page()
+        protocols: dict[str, str] = {}
 
-            def received(event: dict[str, Any]) -> None:
-                protocols.setdefault(event["type"], event["response"].get("protocol", ""))
+        def received(event: dict[str, Any]) -> None:
+            protocols.setdefault(event["type"], event["response"].get("protocol", ""))
 
-            cdp = await context.new_cdp_session(page)
-            cdp.on("Network.responseReceived", received)
-            await cdp.send("Network.enable")
-            await page.goto(f"{f.nginx.url}/healthz")
-            await page.evaluate(SUBSCRIBE, "/events/b.*")
-            await until_page(page, "window.opens === 1")
-            await amqp_publish(names, [(f"b.{i}", b"%d" % i, "tick") for i in range(3)])
-            got = await until_page(page, "window.got.length === 3 && window.got")
-        finally:
-            await browser.close()
+        cdp = await context.new_cdp_session(page)
+        cdp.on("Network.responseReceived", received)
+        await cdp.send("Network.enable")
+        await page.goto(f"{f.nginx.url}/healthz")
+        await page.evaluate(SUBSCRIBE, "/events/b.*")
+        await wait_true(page, "window.opens === 1", 60)
+        await amqp_publish(names, [(f"b.{i}", b"%d" % i, "tick") for i in range(3)])
+        got = await wait_true(page, "window.got.length === 3 && window.got", 60)
     assert [data for _, data in got] == ["0", "1", "2"]
     assert protocols.get("EventSource") == "h2", protocols
     assert protocols.get("Document") == "h2", protocols
-
-
-async def until_page(page: Any, expression: str, timeout: float = 60) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (value := await page.evaluate(expression)):
-            await asyncio.sleep(0.05)
-    return value
 
 
 async def test_the_gateways_see_the_client_s_address_not_nginx_s(
