@@ -29,7 +29,10 @@ from typing import cast
 import uvloop
 
 from bench.publisher import BODY_LEN
-from bench.tally import FINE, HIST_SIZE, FleetResult, TopicTally, bucket_of
+from bench.tally import FINE, HIST_SIZE, FleetResult, Histogram, TopicTally, bucket_of
+
+Arrivals = dict[tuple[str, int], float]
+"""When a bare stream consumer received each event: (topic, seq) to epoch seconds."""
 
 CONNECT_CONCURRENCY = 256
 """Connections a process opens at once, so the server's accept backlog never overflows."""
@@ -128,9 +131,10 @@ class SseSubscriber(asyncio.Protocol):
             pool.first_event_at = now
         pool.last_event_at = now
 
-    def tally(self) -> None:
+    def tally(self, arrivals: Arrivals | None = None) -> None:
         """Read the sequence numbers and send times of what the reads brought: repeats
-        and latencies (each event's receive time is that of the read that completed it)."""
+        and latencies (each event's receive time is that of the read that completed it);
+        with ``arrivals``, also each event's lead over a bare stream consumer's receipt."""
         pool = self._pool
         hist = pool.hist
         last = self.last
@@ -150,6 +154,8 @@ class SseSubscriber(asyncio.Protocol):
                 hist[i if 0 <= i < FINE else bucket_of(i)] += 1
             # A connection's events arrive in publish order: the first of a read waited longest.
             pool.max_latency = max(pool.max_latency, now - float(found[0][1]))
+            if arrivals is not None:
+                pool.share_of(self.topic, now, found, arrivals)
         self._reads.clear()
         self.last = last
         self.duplicates += dups
@@ -187,6 +193,8 @@ class _Pool:
         self.first_event_at = 0.0
         self.last_event_at = 0.0
         self.closing = False
+        self.share = Histogram()
+        self.share_negative = 0
         extra = "".join(f"{k}: {v}\r\n" for k, v in config.headers)
         self._template = (
             f"GET {config.path}{{}} HTTP/1.1\r\nHost: {config.host}:{config.port}\r\n"
@@ -196,10 +204,31 @@ class _Pool:
     def request(self, topic: str) -> bytes:
         return self._template.format(topic).encode()
 
-    def result(self, connect_times: list[float], failed: int, errors: list[str]) -> FleetResult:
+    def share_of(
+        self, topic: str, now: float, found: list[tuple[bytes, bytes]], arrivals: Arrivals
+    ) -> None:
+        """Each event of a read: its receipt at ``now`` less the bare consumer's receipt."""
+        counts = self.share.counts
+        for seq_b, _ in found:
+            there = arrivals.get((topic, int(seq_b)))
+            if there is None:
+                continue
+            lead = now - there
+            if lead < 0:
+                self.share_negative += 1
+            counts[bucket_of(int(lead * 10_000))] += 1
+            self.share.maximum = max(self.share.maximum, lead)
+
+    def result(
+        self,
+        connect_times: list[float],
+        failed: int,
+        errors: list[str],
+        arrivals: Arrivals | None = None,
+    ) -> FleetResult:
         started = time.process_time()
         for sub in self.subscribers:
-            sub.tally()
+            sub.tally(arrivals)
         out = FleetResult(
             connected=len(connect_times),
             failed=failed,
@@ -218,6 +247,7 @@ class _Pool:
             tally.duplicates += sub.duplicates
         out.latency.counts.update({i: n for i, n in enumerate(self.hist) if n})
         out.latency.maximum = self.max_latency
+        out.share, out.share_negative = self.share, self.share_negative
         return out
 
 
@@ -261,6 +291,7 @@ async def _serve(
             errors.append(repr(outcome))
     failed = len(outcomes) - len(pool.subscribers)
     link.send(("connected", len(pool.subscribers), failed, errors[:5]))
+    arrivals: Arrivals | None = None
     try:
         while True:
             remaining = deadline - loop.time()
@@ -269,14 +300,15 @@ async def _serve(
             ready = await loop.run_in_executor(None, link.poll, min(remaining, 1.0))
             if not ready:
                 continue
-            command = link.recv()
+            command, argument = link.recv()
             if command == "count":
                 link.send((pool.received, pool.last_event_at))
             elif command == "finish":
+                arrivals = argument
                 break
     finally:
         pool.closing = True
-        result = pool.result(connect_times, failed, errors)
+        result = pool.result(connect_times, failed, errors, arrivals)
         result.opened_at = opened_at
         for sub in pool.subscribers:
             if sub.transport is not None:

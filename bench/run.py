@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker import Broker
-from bench.report import build_rows, machine, render_table, write_chart, write_json
+from bench.outputs import machine, write_chart, write_json
+from bench.report import build_rows, render_table
 from bench.rounds import run_rounds
 from bench.scenarios import Run, Step, brief
 from bench.sizes import FULL, SMOKE, Sizes
@@ -30,14 +31,15 @@ from bench.targets import (
     HOPCAST,
     HOPCAST_W2,
     NCHAN,
+    REFERENCE,
     ROOT,
     SEED_NODE,
     SEED_PYTHON,
     missing_baselines,
 )
 
-SCENARIOS = ("standard", "saturation", "workers", "scale", "ingest", "catch-up")
-TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN)
+SCENARIOS = ("standard", "per-id", "saturation", "workers", "scale", "ingest", "catch-up")
+TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE)
 """What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 CHART = ROOT / "docs" / "benchmarks.png"
@@ -48,14 +50,15 @@ def problems(run: Run, results: dict[str, Any]) -> list[str]:
     """What a smoke run treats as broken."""
     found = list(run.failures)
     steps: list[Step] = [*results.get("standard", []), *results.get("scale", [])]
-    steps += results.get("scale-w2", [])
+    steps += [*results.get("scale-w2", []), *results.get("per-id", [])]
+    steps += results.get("cross-check", [])
     for ladder in results.get("saturation", {}).values():
         steps += ladder[:1]
     for comparison in results.get("workers", []):
         steps += [*comparison.one, *comparison.two]
     for step in steps:
         if not step.clean:
-            found.append(f"{step.scenario} on {step.target}: {brief(step)}")
+            found.append(f"{step.scenario} on {step.target} ({step.client}): {brief(step)}")
     ingest_figures = results.get("ingest")
     if ingest_figures is not None and (not ingest_figures.events or ingest_figures.errors):
         found.append(f"ingest: {ingest_figures}")
