@@ -34,10 +34,8 @@ def node_client_missing() -> str | None:
 
 
 class NodeClient:
-    """``bench/latency/client.js`` over one step's connections (`FleetConfig.topics`).
-
-    The Node client is one process: its event loop reads every connection.
-    """
+    """``bench/latency/client.js`` over one step's connections (`FleetConfig.topics`),
+    dealt over as many Node processes as the load generator would use."""
 
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
@@ -48,7 +46,7 @@ class NodeClient:
         config = self.config
         argv = [NODE, "client.js", "--driven", "--host", config.host, "--port", str(config.port)]
         argv += ["--path", config.path, "--topics", ",".join(config.topics)]
-        argv += ["--connections", str(len(config.topics))]
+        argv += ["--connections", str(len(config.topics)), "--processes", str(config.processes)]
         argv += ["--local-address", f"127.{config.source_net}.1.2"]
         if config.ready_marker is not None:
             argv += ["--ready-marker", config.ready_marker.decode()]

@@ -80,6 +80,10 @@ class Step:
     rss_kb_per_connection: float | None = None
     connect_p50_ms: float | None = None
     connect_p99_ms: float | None = None
+    read_p99_ms: float | None = None
+    """The p99 by the clock of the generator's reads (its own lateness included)."""
+    read_lag_p99_ms: float | None = None
+    """Per read, p99: how long after its bytes arrived the generator read them."""
     bare_p99_ms: float | None = None
     """A bare stream consumer's p99 over the same events (publish to its receipt)."""
     share_p50_ms: float | None = None
@@ -278,6 +282,8 @@ def _fill(step: Step, result: FleetResult, window: _Window | None) -> None:
     step.p50_ms = _ms(result.quantile(0.50))
     step.p99_ms = _ms(result.quantile(0.99))
     step.max_ms = _ms(result.maximum)
+    step.read_p99_ms = _ms(result.read_latency.quantile(0.99))
+    step.read_lag_p99_ms = _ms(result.read_lag.quantile(0.99))
     step.cpu_seconds = round(after.cpu - idle.cpu, 3)
     if result.received:
         step.cpu_us_per_delivery = round((after.cpu - idle.cpu) / result.received * 1e6, 2)
@@ -313,18 +319,21 @@ def _fill_overheads(step: Step, result: FleetResult, window: _Window) -> None:
 
 
 def brief(step: Step) -> str:
+    """One line on a step, for the run's output."""
+    generator = f"generator {step.generator_us_per_delivery} us"
+    if step.read_p99_ms is not None:
+        generator += f", read lag p99 {step.read_lag_p99_ms} ms, read p99 {step.read_p99_ms} ms"
+    bare = ""
+    if step.bare_p99_ms is not None:
+        bare = (
+            f"; bare consumer p99 {step.bare_p99_ms} ms, gateway's own share p99 "
+            f"{step.share_p99_ms} ms ({step.share_negative} ahead of the bare consumer; "
+            f"its CPU {step.probe_us_per_event} us/event)"
+        )
     return (
         f"offered {step.offered_deliveries_per_s:,.0f}/s -> {step.deliveries_per_s:,.0f}/s, "
         f"p50 {step.p50_ms} ms, p99 {step.p99_ms} ms, lost {step.lost}, dup {step.duplicates}, "
         f"cut {step.disconnects}, cpu {step.cpu_us_per_delivery} us/delivery "
-        f"(generator {step.generator_us_per_delivery} us, "
-        f"publisher {step.publisher_us_per_event} us/event)"
-        + (
-            f"; bare consumer p99 {step.bare_p99_ms} ms, gateway's own share p99 "
-            f"{step.share_p99_ms} ms ({step.share_negative} ahead of the bare consumer; "
-            f"its CPU {step.probe_us_per_event} us/event)"
-            if step.bare_p99_ms is not None
-            else ""
-        )
+        f"({generator}, publisher {step.publisher_us_per_event} us/event){bare}"
         + (f", errors {step.errors[:2]}" if step.errors else "")
     )

@@ -82,6 +82,10 @@ class FleetResult:
     connect_times: list[float] = field(default_factory=list)
     topics: dict[str, TopicTally] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)
+    read_latency: Histogram = field(default_factory=Histogram)
+    """The latency by the clock of the generator's reads instead of the kernel's stamp."""
+    read_lag: Histogram = field(default_factory=Histogram)
+    """Per read: how long after its bytes reached the socket the generator read them."""
     reported: dict[str, float | None] = field(default_factory=dict)
     """Latency quantiles (seconds, by ``p50``, ``p99``, ``max``) that a client computed
     itself instead of filling ``latency`` (the Node client, `bench.nodeclient`)."""
@@ -108,6 +112,8 @@ class FleetResult:
             mine.unique += tally.unique
             mine.duplicates += tally.duplicates
         self.latency.merge(other.latency)
+        self.read_latency.merge(other.read_latency)
+        self.read_lag.merge(other.read_lag)
         self.share.merge(other.share)
         self.share_negative += other.share_negative
         self.reported = self.reported or other.reported

@@ -3,12 +3,15 @@
 // parsed by eventsource-parser, each event's body read with JSON.parse. It
 // shares no code with the Python load generator.
 //
-// An event's latency is the time its chunk reached this process minus the
-// `ts` the publisher wrote into its body (Python's time.time(), the same
-// clock: performance.timeOrigin + performance.now() is epoch milliseconds
-// with sub-millisecond resolution). Duplicates are counted per connection by
-// sequence number: an event whose `seq` is not above the last one that
-// connection saw (a repeat or a reordering) is a duplicate.
+// An event's latency is the time its chunk reached this process's JavaScript
+// minus the `ts` the publisher wrote into its body (Python's time.time(), the
+// same clock: performance.timeOrigin + performance.now() is epoch milliseconds
+// with sub-millisecond resolution). So it includes the client's own lateness:
+// the time a chunk waited in the socket while the process read others. With
+// --processes N the connections are dealt over N processes (forked workers),
+// whose latencies are merged before the quantiles are taken. Duplicates are
+// counted per connection by sequence number: an event whose `seq` is not above
+// the last one that connection saw (a repeat or a reordering) is a duplicate.
 //
 // Alone:   node client.js --port 8080 --topics a,b --connections 100 --seconds 10
 // Driven:  node client.js --port 8080 --topics a,b --driven
@@ -16,6 +19,7 @@
 //          "count" and "finish" read on stdin with one JSON line each.
 "use strict";
 
+const { fork } = require("node:child_process");
 const http = require("node:http");
 const readline = require("node:readline");
 const { parseArgs } = require("node:util");
@@ -203,37 +207,148 @@ class Client {
     return { received: this.tally.received, last_event_at: this.tally.lastAt / 1000 };
   }
 
+  // Close every connection; what this process saw, to merge with other processes'.
   finish() {
     this.closing = true;
     for (const request of this.requests) request.destroy();
     const perTopic = {};
-    let duplicates = 0;
     for (const stream of this.streams) {
       const entry = (perTopic[stream.topic] ??= { connections: 0, unique: 0, duplicates: 0 });
       entry.connections += 1;
       entry.unique += stream.unique;
       entry.duplicates += stream.duplicates;
-      duplicates += stream.duplicates;
     }
     const cpu = process.cpuUsage();
     return {
-      client: "node",
       connected: this.streams.length,
       failed: this.options.connections - this.streams.length,
       disconnects: this.disconnects,
       received: this.tally.received,
-      duplicates,
-      per_topic: perTopic,
-      latency_s: this.tally.samples.quantiles([0.5, 0.9, 0.99, 0.999]),
-      first_event_at: this.tally.firstAt / 1000,
-      last_event_at: this.tally.lastAt / 1000,
-      cpu_s: (cpu.user + cpu.system) / 1e6,
+      perTopic,
+      samples: this.tally.samples.values.slice(0, this.tally.samples.length),
+      firstAt: this.tally.firstAt,
+      lastAt: this.tally.lastAt,
+      cpu: (cpu.user + cpu.system) / 1e6,
       errors: this.errors,
     };
   }
 }
 
-function options(argv) {
+// The final JSON from the parts of one or more processes.
+function summarize(parts) {
+  const all = new Samples();
+  const perTopic = {};
+  let duplicates = 0;
+  for (const part of parts) {
+    for (const value of part.samples) all.push(value);
+    for (const [topic, counts] of Object.entries(part.perTopic)) {
+      const entry = (perTopic[topic] ??= { connections: 0, unique: 0, duplicates: 0 });
+      entry.connections += counts.connections;
+      entry.unique += counts.unique;
+      entry.duplicates += counts.duplicates;
+      duplicates += counts.duplicates;
+    }
+  }
+  const sum = (key) => parts.reduce((total, part) => total + part[key], 0);
+  const firsts = parts.map((part) => part.firstAt).filter((at) => at > 0);
+  return {
+    client: "node",
+    processes: parts.length,
+    connected: sum("connected"),
+    failed: sum("failed"),
+    disconnects: sum("disconnects"),
+    received: sum("received"),
+    duplicates,
+    per_topic: perTopic,
+    latency_s: all.quantiles([0.5, 0.9, 0.99, 0.999]),
+    first_event_at: firsts.length ? Math.min(...firsts) / 1000 : 0,
+    last_event_at: Math.max(0, ...parts.map((part) => part.lastAt)) / 1000,
+    cpu_s: sum("cpu"),
+    errors: parts.flatMap((part) => part.errors).slice(0, 5),
+  };
+}
+
+// Connections dealt over forked copies of this script, driven over IPC.
+class Group {
+  constructor(options) {
+    this.workers = [];
+    for (let i = 0; i < options.processes; i++) {
+      const topics = options.all.filter((_, k) => k % options.processes === i);
+      if (!topics.length) continue;
+      const args = ["--worker", "--port", String(options.port), "--host", options.host];
+      args.push("--path", options.path, "--topics", topics.join(","));
+      if (options.readyMarker !== null) args.push("--ready-marker", options.readyMarker);
+      if (options.localAddress) args.push("--local-address", options.localAddress);
+      this.workers.push(fork(__filename, args, { serialization: "advanced" }));
+    }
+  }
+
+  ask(message) {
+    return Promise.all(
+      this.workers.map(
+        (worker) =>
+          new Promise((resolve) => {
+            worker.once("message", resolve);
+            if (message !== null) worker.send(message);
+          }),
+      ),
+    );
+  }
+
+  async connect() {
+    const answers = await this.ask(null);
+    return {
+      connected: answers.reduce((n, a) => n + a.connected, 0),
+      failed: answers.reduce((n, a) => n + a.failed, 0),
+      errors: answers.flatMap((a) => a.errors).slice(0, 5),
+    };
+  }
+
+  async count() {
+    const answers = await this.ask("count");
+    return {
+      received: answers.reduce((n, a) => n + a.received, 0),
+      last_event_at: Math.max(...answers.map((a) => a.last_event_at)),
+    };
+  }
+
+  async finish() {
+    return summarize(await this.ask("finish"));
+  }
+}
+
+// One process's connections, behind the same interface as a Group.
+class Local {
+  constructor(options) {
+    this.client = new Client(options);
+  }
+
+  connect() {
+    return this.client.connect();
+  }
+
+  async count() {
+    return this.client.count();
+  }
+
+  async finish() {
+    return summarize([this.client.finish()]);
+  }
+}
+
+// A forked worker: its connections, answering its parent over IPC.
+async function worker(options) {
+  const client = new Client(options);
+  process.send(await client.connect());
+  process.on("message", (message) => {
+    if (message === "count") process.send(client.count());
+    else if (message === "finish") {
+      process.send(client.finish(), () => process.exit(0));
+    }
+  });
+}
+
+function parse(argv) {
   const { values } = parseArgs({
     args: argv,
     options: {
@@ -245,19 +360,26 @@ function options(argv) {
       "ready-marker": { type: "string" },
       "local-address": { type: "string" },
       seconds: { type: "string", default: "10" },
+      processes: { type: "string", default: "1" },
       driven: { type: "boolean", default: false },
+      worker: { type: "boolean", default: false },
     },
   });
   if (!values.port || !values.topics) {
     throw new Error("--port and --topics are required (see the head of client.js)");
   }
   const topics = values.topics.split(",");
+  const connections = Number(values.connections ?? topics.length);
   return {
     host: values.host,
     port: Number(values.port),
     path: values.path,
     topics,
-    connections: Number(values.connections ?? topics.length),
+    // One entry per connection, dealt round-robin over the topics.
+    all: Array.from({ length: connections }, (_, i) => topics[i % topics.length]),
+    connections,
+    processes: Number(values.processes),
+    worker: values.worker,
     readyMarker: values["ready-marker"] ?? null,
     localAddress: values["local-address"],
     seconds: Number(values.seconds),
@@ -270,22 +392,22 @@ function say(value) {
 }
 
 async function main() {
-  const client = new Client(options(process.argv.slice(2)));
+  const options = parse(process.argv.slice(2));
+  if (options.worker) return worker(options);
+  const client = options.processes > 1 ? new Group(options) : new Local(options);
   const connected = await client.connect();
-  if (!client.options.driven) {
-    console.error(`${connected.connected} connected; listening ${client.options.seconds} s`);
-    setTimeout(() => {
-      say(client.finish());
-      process.exit(0);
-    }, client.options.seconds * 1000);
-    return;
+  if (!options.driven) {
+    console.error(`${connected.connected} connected; listening ${options.seconds} s`);
+    await new Promise((resolve) => setTimeout(resolve, options.seconds * 1000));
+    say(await client.finish());
+    process.exit(0);
   }
   say(connected);
   const lines = readline.createInterface({ input: process.stdin });
-  lines.on("line", (line) => {
-    if (line === "count") say(client.count());
+  lines.on("line", async (line) => {
+    if (line === "count") say(await client.count());
     else if (line === "finish") {
-      say(client.finish());
+      say(await client.finish());
       process.exit(0);
     }
   });
@@ -299,4 +421,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { Stream, Tally, Samples };
+module.exports = { Stream, Tally, Samples, summarize };
