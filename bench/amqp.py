@@ -62,6 +62,8 @@ class AmqpLink:
         return value
 
     async def close(self) -> None:
+        if self._writer.is_closing():  # the broker closed it first
+            return
         try:
             self._send(spec.Connection.Close(200, "done", 0, 0), 0)
             await asyncio.wait_for(self._expect(spec.Connection.CloseOk), 5)

@@ -129,6 +129,9 @@ def profile_under_load(run: Run, sizes: Sizes, target: Target, out: Path) -> Non
         time.sleep(0.5)
 
 
+SMOKE_CROSS_CHECK = (HOPCAST, NCHAN)
+
+
 def _stream_of(name: str, target: Target) -> str | None:
     """The stream a bare consumer reads beside ``target``: hopcast's own (one process)."""
     return target.stream if isinstance(target, Hopcast) and name == HOPCAST else None
@@ -173,12 +176,15 @@ def per_id(run: Run, sizes: Sizes, targets: list[str], cross_check: list[Step]) 
     goes to one client. The load generator measures it (with a bare stream consumer beside
     hopcast), then the Node client, in a step of its own on the same server."""
     steps: list[Step] = []
-    clients = (LOADGEN, NODE) if _node_steps(run, cross_check) is not None else (LOADGEN,)
+    # The smoke run checks the Node client on two servers, to stay short.
+    node_on = set(SMOKE_CROSS_CHECK if run.smoke else targets)
+    if _node_steps(run, cross_check) is None:
+        node_on = set()
     for name in targets:
         with running(name, run) as target:
             if target is None:
                 continue
-            for client in clients:
+            for client in (LOADGEN, NODE) if name in node_on else (LOADGEN,):
                 step = fanout(
                     run,
                     target,
