@@ -10,6 +10,7 @@ as it drives `bench.fleet.SubscriberFleet` over pipes.
 from __future__ import annotations
 
 import json
+import selectors
 import shutil
 import subprocess
 from typing import IO, Any
@@ -120,8 +121,6 @@ class NodeClient:
 
 def _read_line(stream: IO[str], timeout: float) -> str:
     """One line from ``stream``, or TimeoutError after ``timeout`` seconds."""
-    import selectors
-
     with selectors.DefaultSelector() as selector:
         selector.register(stream, selectors.EVENT_READ)
         if not selector.select(timeout):
