@@ -16,7 +16,14 @@ from typing import Any
 from bench.backlog import CatchUp, Ingest
 from bench.ladder import best_under_limit
 from bench.scenarios import Step
-from bench.targets import ASGI_SERVERS, BASELINES, HOPCAST, HOPCAST_W2, REFERENCE
+from bench.targets import (
+    ASGI_SERVERS,
+    BASELINES,
+    HOPCAST,
+    HOPCAST_W2,
+    REFERENCE,
+    REFERENCE_HELD,
+)
 from bench.workers import Comparison
 
 LOWER = "lower"
@@ -263,25 +270,28 @@ def _saturation_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) ->
 
 
 def _reference_share_rows(found: dict[str, Step], w2: Step | None) -> list[Row]:
-    """Each server's saturation figure as a share of the physical reference's."""
-    reference = found.get(REFERENCE)
-    if reference is None or not reference.deliveries_per_s:
-        return []
-    ceiling = reference.deliveries_per_s
+    """Each server's saturation figure as a share of each physical reference's."""
+    rows = []
+    for name in (REFERENCE, REFERENCE_HELD):
+        reference = found.get(name)
+        if reference is None or not reference.deliveries_per_s:
+            continue
+        ceiling = reference.deliveries_per_s
 
-    def share(step: Step | None) -> float | None:
-        return None if step is None else round(step.deliveries_per_s / ceiling * 100, 1)
+        def share(step: Step | None, ceiling: float = ceiling) -> float | None:
+            return None if step is None else round(step.deliveries_per_s / ceiling * 100, 1)
 
-    others = {name: s for name, s in found.items() if name != REFERENCE}
-    return [
-        Row(
-            "saturation: share of the Python reference's figure",
-            HIGHER,
-            {name: share(s) for name, s in others.items()},
-            ("--workers 2", share(w2)) if w2 else None,
-            "%",
+        others = {n: s for n, s in found.items() if n not in (REFERENCE, REFERENCE_HELD)}
+        rows.append(
+            Row(
+                f"saturation: share of the {name} figure",
+                HIGHER,
+                {n: share(s) for n, s in others.items()},
+                ("--workers 2", share(w2)) if w2 else None,
+                "%",
+            )
         )
-    ]
+    return rows
 
 
 def _cross_check_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) -> list[Row]:

@@ -48,7 +48,9 @@ SEED_PYTHON = "seed-python"
 NCHAN = "nchan"
 REFERENCE = "reference"
 """The physical reference: the least a Python fan-out server does (`bench.baselines.reference`)."""
-BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE)
+REFERENCE_HELD = "reference-50ms"
+"""The same with each connection's writes held 50 ms, hopcast's default ``--coalesce-ms``."""
+BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 
 
 def free_port() -> int:
@@ -348,12 +350,13 @@ class Reference(Target):
 
     publish_over_http = True
 
-    def __init__(self, broker: Broker, run_id: str) -> None:
-        super().__init__(REFERENCE, broker, run_id)
+    def __init__(self, broker: Broker, run_id: str, *, hold_ms: float = 0.0) -> None:
+        super().__init__(REFERENCE_HELD if hold_ms else REFERENCE, broker, run_id)
+        self.hold_ms = hold_ms
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         argv = [sys.executable, "-m", "bench.baselines.reference", "--port", str(self.port)]
-        return argv, {}, ROOT
+        return [*argv, "--hold-ms", str(self.hold_ms)], {}, ROOT
 
 
 def make_target(name: str, broker: Broker, run_id: str) -> Target:
@@ -367,6 +370,7 @@ def make_target(name: str, broker: Broker, run_id: str) -> Target:
         SEED_PYTHON: lambda: SeedPython(broker, run_id),
         NCHAN: lambda: Nchan(broker, run_id),
         REFERENCE: lambda: Reference(broker, run_id),
+        REFERENCE_HELD: lambda: Reference(broker, run_id, hold_ms=50),
         f"{NCHAN}-w2": lambda: Nchan(broker, run_id, workers=2),
     }
     make = makers.get(name)

@@ -6,8 +6,10 @@ frames its body once (``data: …``) and queues the frame for each of the
 topic's connections, and one callback per loop turn writes each connection's
 queue in one write. No ids, no heartbeats, no backpressure, no limits: what
 this machine's Python can deliver, which no gateway written in it can pass.
+With ``--hold-ms N`` the callback runs once every N ms instead, so that each
+connection gets one write per window, as a gateway's write coalescing gives it.
 Fed by the benchmark's publisher over HTTP, as nchan is. Run:
-``python -m bench.baselines.reference --port 8080``.
+``python -m bench.baselines.reference --port 8080 [--hold-ms 50]``.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ MISSING = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 class Hub:
     """Topic to connections, and the frames queued for each until this turn's flush."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: float = 0.0) -> None:
         self.topics: dict[bytes, set[asyncio.Transport]] = {}
         self.queued: dict[asyncio.Transport, list[bytes]] = {}
         self.flushing = False
+        self.hold = hold
 
     def publish(self, topic: bytes, body: bytes) -> None:
         frame = b"data: " + body + b"\n\n"
@@ -38,7 +41,11 @@ class Hub:
             self.queued.setdefault(transport, []).append(frame)
         if not self.flushing:
             self.flushing = True
-            asyncio.get_running_loop().call_soon(self.flush)
+            loop = asyncio.get_running_loop()
+            if self.hold:
+                loop.call_later(self.hold, self.flush)
+            else:
+                loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.flushing = False
@@ -91,8 +98,9 @@ class Connection(asyncio.Protocol):
         self.transport.write(b"".join(answers))
 
 
-async def serve(port: int) -> None:
-    hub = Hub()
+async def serve(port: int, hold: float = 0.0) -> None:
+    """Serve on ``port`` until cancelled; ``hold``: seconds between writes (0: every turn)."""
+    hub = Hub(hold)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: Connection(hub), "127.0.0.1", port, backlog=4096)
     async with server:
@@ -102,7 +110,9 @@ async def serve(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080)
-    uvloop.run(serve(parser.parse_args().port))
+    parser.add_argument("--hold-ms", type=float, default=0.0, help="one write per window")
+    args = parser.parse_args()
+    uvloop.run(serve(args.port, args.hold_ms / 1000))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def test_the_saturation_rows_give_each_servers_share_of_the_reference() -> None:
     ladders["hopcast"][0].bare_p99_ms = 2.0
     node = [step("nchan", "saturation", p99_ms=3.0, client=NODE)]
     rows = build_rows({"saturation": ladders, "cross-check": node})
-    share = row(rows, "saturation: share of the Python reference's figure")
+    share = row(rows, "saturation: share of the reference figure")
     assert share.values == {"hopcast": 50.0, "nchan": 10.0}
     assert row(rows, "20k deliveries/s: p99 latency").compared == ("bare stream consumer", 2.0)
     assert row(rows, "20k deliveries/s: p99 latency, Node client").values == {"nchan": 3.0}
