@@ -298,12 +298,11 @@ def _cross_check_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) -
     """At the step both clients measured: p99 from each, and the gateway's own share."""
     node = [s for s in cross_check if s.scenario == "saturation"]
     at = node[0].offered_deliveries_per_s if node else 20_000
-    at_load = {
-        name: step
-        for name, steps in ladders.items()
-        for step in steps
-        if step.offered_deliveries_per_s == at and name != HOPCAST_W2
-    }
+    at_load: dict[str, Step] = {}
+    for name, steps in ladders.items():
+        for step in steps:  # the first at that load: the one measured beside the others
+            if step.offered_deliveries_per_s == at and name != HOPCAST_W2:
+                at_load.setdefault(name, step)
     if not at_load:
         return []
     label = f"{at / 1000:g}k deliveries/s"
