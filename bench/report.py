@@ -308,6 +308,7 @@ def _cross_check_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) -
     label = f"{at / 1000:g}k deliveries/s"
     bare = at_load.get(HOPCAST)
     return [
+        _row(f"{label}: p50 latency", LOWER, at_load, lambda s: s.p50_ms, "ms"),
         _row(
             f"{label}: p99 latency",
             LOWER,
