@@ -141,6 +141,8 @@ class _AmqpPublisher(AmqpLink):
         return prefix
 
     async def publish(self, exchange: str, batch: list[tuple[str, bytes]]) -> None:
+        if self._writer.is_closing():  # uvloop raises RuntimeError on a write to it
+            raise ConnectionResetError("the broker closed the connection")
         frames = self._frames
         self._writer.write(
             b"".join(frames(exchange, topic, len(body)) + body + b"\xce" for topic, body in batch)
