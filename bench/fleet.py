@@ -12,10 +12,10 @@ import dataclasses
 import multiprocessing
 import multiprocessing.connection
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from bench.loadgen import FleetConfig, subscriber_process
+from bench.loadgen import Arrivals, FleetConfig, subscriber_process
 from bench.tally import FleetResult
 
 
@@ -58,7 +58,7 @@ class SubscriberFleet:
         """Events received so far over all processes, and when the latest arrived."""
         total, latest = 0, 0.0
         for link in self._links:
-            link.send("count")
+            link.send(("count", None))
         for link in self._links:
             received, at = self._recv(link, 10.0)
             total += received
@@ -67,25 +67,15 @@ class SubscriberFleet:
 
     def wait_for(self, expected: int, *, quiet: float, limit: float) -> int:
         """Wait until ``expected`` events arrived, none came for ``quiet`` s, or ``limit`` s."""
-        start = last_change = time.monotonic()
-        seen = -1
-        while True:
-            received, _ = self.count()
-            now = time.monotonic()
-            if received >= expected or now - start > limit:
-                return received
-            if received != seen:
-                seen, last_change = received, now
-            elif now - last_change > quiet:
-                return received
-            time.sleep(0.1)
+        return wait_for(self.count, expected, quiet=quiet, limit=limit)
 
-    def finish(self) -> FleetResult:
-        """Close every connection, stop the processes, and merge what they saw."""
+    def finish(self, arrivals: Arrivals | None = None) -> FleetResult:
+        """Close every connection, stop the processes, and merge what they saw; with
+        ``arrivals`` (a bare stream consumer's), each delivery's lead over it too."""
         result = FleetResult()
         for link in self._links:
             try:
-                link.send("finish")
+                link.send(("finish", arrivals))
             except OSError:
                 continue
         for link in self._links:
@@ -112,6 +102,39 @@ class SubscriberFleet:
         if not link.poll(timeout):
             raise TimeoutError(f"a subscriber process did not answer within {timeout:.0f} s")
         return link.recv()
+
+
+class Fleet(Protocol):
+    """What a step drives: subscribers that connect, count what came, and finish."""
+
+    config: FleetConfig
+
+    def connect(self, timeout: float = 120.0) -> tuple[int, int, list[str]]: ...
+
+    def pids(self) -> list[int]: ...
+
+    def wait_for(self, expected: int, *, quiet: float, limit: float) -> int: ...
+
+    def finish(self, arrivals: Arrivals | None = None) -> FleetResult: ...
+
+
+def wait_for(
+    count: Callable[[], tuple[int, float]], expected: int, *, quiet: float, limit: float
+) -> int:
+    """Poll ``count`` until ``expected`` events arrived, none came for ``quiet`` s, or
+    ``limit`` s passed; the events received by then."""
+    start = last_change = time.monotonic()
+    seen = -1
+    while True:
+        received, _ = count()
+        now = time.monotonic()
+        if received >= expected or now - start > limit:
+            return received
+        if received != seen:
+            seen, last_change = received, now
+        elif now - last_change > quiet:
+            return received
+        time.sleep(0.1)
 
 
 def spread(topics: Sequence[str], connections: int) -> tuple[str, ...]:

@@ -1,16 +1,23 @@
 """The subscriber side of the load generator: thousands of SSE connections per process.
 
-Each connection is a bare `asyncio.Protocol` speaking HTTP/1.1 by hand: no
-client library, no per-event object. Event bodies have a fixed layout (see
-`bench.publisher.make_body`). While a step runs, a read costs one
-``time.time()``, a count of the event starts it completes (``bytes.count``),
-and a list append: what it holds is kept, not parsed, so the generator takes as
-little of the machine as it can from the servers it measures. After the step,
-one compiled regex pulls the sequence numbers and send timestamps out of each
-kept read (`SseSubscriber.tally`): repeats, and each event's latency against
-the time of the read that completed it. That work counts in the generator's
-CPU all the same. Chunked transfer encoding needs no decoding: a chunk never splits an
-event that a server wrote in one piece, and the scan skips the chunk-size lines.
+Each connection is a bare non-blocking socket speaking HTTP/1.1 by hand, read
+with ``recvmsg`` when the loop says it is readable: no client library, no
+per-event object. Event bodies have a fixed layout (see
+`bench.publisher.make_body`). A read is timed by the kernel, not by the
+generator: ``SO_TIMESTAMPNS`` stamps each socket read with the time its last
+bytes reached the socket, on the same clock as the publisher's ``time.time()``.
+With 1,000 connections over two processes on two busy cores, a read came up to
+a few milliseconds after its bytes had arrived, as large as a fast server's
+whole p99; the stamp leaves that out, and each step reports it (``read lag``)
+and the latency the reads' own clock gives (``read p99``). While a step runs,
+a read costs that stamp, a count of the event starts it completes
+(``bytes.count``) and a list append: what it holds is kept, not parsed. After
+the step, one compiled regex pulls the sequence numbers and send timestamps out
+of each kept read (`SseSubscriber.tally`): repeats, and each event's latency
+against the stamp of the read that completed it. That work counts in the
+generator's CPU all the same. Chunked transfer encoding needs no decoding: a
+chunk never splits an event that a server wrote in one piece, and the scan
+skips the chunk-size lines.
 
 A process opens its share of a step's connections (`subscriber_process`);
 `bench.fleet.SubscriberFleet` starts and drives several.
@@ -22,18 +29,28 @@ import asyncio
 import multiprocessing
 import multiprocessing.connection
 import re
+import socket
+import struct
 import time
 from dataclasses import dataclass
-from typing import cast
 
 import uvloop
 
 from bench.publisher import BODY_LEN
-from bench.tally import FINE, HIST_SIZE, FleetResult, TopicTally, bucket_of
+from bench.tally import FINE, HIST_SIZE, FleetResult, Histogram, TopicTally, bucket_of
+
+Arrivals = dict[tuple[str, int], float]
+"""When a bare stream consumer received each event: (topic, seq) to epoch seconds."""
 
 CONNECT_CONCURRENCY = 256
 """Connections a process opens at once, so the server's accept backlog never overflows."""
 CONNECT_TIMEOUT = 30.0
+READ_SIZE = 1 << 16
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+"""Linux's option (and control message) for a read's receive time in nanoseconds;
+Python's socket module does not name it."""
+_ANCILLARY = socket.CMSG_SPACE(16)
+_TIMESPEC = struct.Struct("@qq")
 
 _FIND = re.compile(rb'"seq": *(\d+), "ts": *([0-9.]+)').findall
 _START = b'{"seq"'
@@ -58,7 +75,7 @@ class FleetConfig:
     """A process closes everything and exits after this long, whatever happens."""
 
 
-class SseSubscriber(asyncio.Protocol):
+class SseSubscriber:
     """One SSE connection: parses the response head, then keeps its reads for `tally`."""
 
     __slots__ = (
@@ -71,9 +88,9 @@ class SseSubscriber(asyncio.Protocol):
         "last",
         "live",
         "received",
+        "sock",
         "started",
         "topic",
-        "transport",
     )
 
     def __init__(self, pool: _Pool, topic: str, marker: bytes | None) -> None:
@@ -81,27 +98,59 @@ class SseSubscriber(asyncio.Protocol):
         self._marker = marker
         self._head: bytes | None = b""
         self._buf = b""
-        self._reads: list[tuple[float, bytes]] = []
-        """(receive time, bytes holding whole events) per read, until `tally`."""
+        self._reads: list[tuple[float, float, bytes]] = []
+        """(kernel receive time, the generator's lag behind it, bytes holding whole
+        events) per read, until `tally`."""
         self.topic = topic
-        self.transport: asyncio.Transport | None = None
+        self.sock: socket.socket | None = None
         self.live: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.started = time.perf_counter()
         self.received = 0
         self.duplicates = 0
         self.last = -1
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self._pool.request(self.topic))
+    def attach(self, sock: socket.socket) -> None:
+        """Read ``sock`` (connected, the request sent) whenever it is readable."""
+        self.sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self.readable)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
+    def readable(self) -> None:
+        if self.sock is None:
+            return
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(READ_SIZE, _ANCILLARY)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(None)
+            return
+        now = time.time()
+        at = now
+        for level, kind, value in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                at = seconds + nanoseconds * 1e-9
+        self.data_received(data, at, now - at)
+
+    def _lost(self, exc: Exception | None) -> None:
+        self.close()
         if not self.live.done():
             self.live.set_exception(ConnectionError(f"closed before live: {exc!r}"))
         elif not self._pool.closing:
             self._pool.disconnects += 1
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, at: float, lag: float = 0.0) -> None:
+        """What a read brought, whose last bytes reached the socket at ``at`` (epoch s),
+        ``lag`` seconds before the generator read them."""
         if self._head is not None:
             data = self._read_head(data)
             if not data:
@@ -120,36 +169,44 @@ class SseSubscriber(asyncio.Protocol):
         count = buf.count(_START)
         if not count:
             return
-        now = time.time()
-        self._reads.append((now, buf))
+        self._reads.append((at, lag, buf))
         pool = self._pool
         pool.received += count
         if not pool.first_event_at:
-            pool.first_event_at = now
-        pool.last_event_at = now
+            pool.first_event_at = at
+        pool.last_event_at = at
 
-    def tally(self) -> None:
+    def tally(self, arrivals: Arrivals | None = None) -> None:
         """Read the sequence numbers and send times of what the reads brought: repeats
-        and latencies (each event's receive time is that of the read that completed it)."""
+        and latencies (each event's receive time is that of the read that completed it);
+        with ``arrivals``, also each event's lead over a bare stream consumer's receipt."""
         pool = self._pool
-        hist = pool.hist
+        hist, read_hist, lag_hist = pool.hist, pool.read_hist, pool.lag_hist
         last = self.last
         dups = received = 0
-        for now, buf in self._reads:
+        for now, lag, buf in self._reads:
             found = _FIND(buf)
             if not found:
                 continue
             received += len(found)
+            lag_hist[bucket_of(int(lag * 10_000))] += 1
             for seq_b, ts_b in found:
                 seq = int(seq_b)
                 if seq <= last:
                     dups += 1
                 else:
                     last = seq
-                i = int((now - float(ts_b)) * 10_000)
+                latency = now - float(ts_b)
+                i = int(latency * 10_000)
                 hist[i if 0 <= i < FINE else bucket_of(i)] += 1
+                read_hist[bucket_of(int((latency + lag) * 10_000))] += 1
             # A connection's events arrive in publish order: the first of a read waited longest.
-            pool.max_latency = max(pool.max_latency, now - float(found[0][1]))
+            longest = now - float(found[0][1])
+            pool.max_latency = max(pool.max_latency, longest)
+            pool.max_read_latency = max(pool.max_read_latency, longest + lag)
+            pool.max_lag = max(pool.max_lag, lag)
+            if arrivals is not None:
+                pool.share_of(self.topic, now, found, arrivals)
         self._reads.clear()
         self.last = last
         self.duplicates += dups
@@ -166,8 +223,7 @@ class SseSubscriber(asyncio.Protocol):
         if b" 200 " not in status + b" ":
             if not self.live.done():
                 self.live.set_exception(ConnectionError(status.decode(errors="replace")))
-            if self.transport is not None:
-                self.transport.close()
+            self.close()
             return b""
         if self._marker is None and not self.live.done():
             self.live.set_result(None)
@@ -180,13 +236,19 @@ class _Pool:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self.hist = [0] * HIST_SIZE
+        self.read_hist = [0] * HIST_SIZE
+        self.lag_hist = [0] * HIST_SIZE
         self.subscribers: list[SseSubscriber] = []
         self.received = 0
         self.disconnects = 0
         self.max_latency = 0.0
+        self.max_read_latency = 0.0
+        self.max_lag = 0.0
         self.first_event_at = 0.0
         self.last_event_at = 0.0
         self.closing = False
+        self.share = Histogram()
+        self.share_negative = 0
         extra = "".join(f"{k}: {v}\r\n" for k, v in config.headers)
         self._template = (
             f"GET {config.path}{{}} HTTP/1.1\r\nHost: {config.host}:{config.port}\r\n"
@@ -196,10 +258,31 @@ class _Pool:
     def request(self, topic: str) -> bytes:
         return self._template.format(topic).encode()
 
-    def result(self, connect_times: list[float], failed: int, errors: list[str]) -> FleetResult:
+    def share_of(
+        self, topic: str, now: float, found: list[tuple[bytes, bytes]], arrivals: Arrivals
+    ) -> None:
+        """Each event of a read: its receipt at ``now`` less the bare consumer's receipt."""
+        counts = self.share.counts
+        for seq_b, _ in found:
+            there = arrivals.get((topic, int(seq_b)))
+            if there is None:
+                continue
+            lead = now - there
+            if lead < 0:
+                self.share_negative += 1
+            counts[bucket_of(int(lead * 10_000))] += 1
+            self.share.maximum = max(self.share.maximum, lead)
+
+    def result(
+        self,
+        connect_times: list[float],
+        failed: int,
+        errors: list[str],
+        arrivals: Arrivals | None = None,
+    ) -> FleetResult:
         started = time.process_time()
         for sub in self.subscribers:
-            sub.tally()
+            sub.tally(arrivals)
         out = FleetResult(
             connected=len(connect_times),
             failed=failed,
@@ -218,6 +301,11 @@ class _Pool:
             tally.duplicates += sub.duplicates
         out.latency.counts.update({i: n for i, n in enumerate(self.hist) if n})
         out.latency.maximum = self.max_latency
+        out.read_latency.counts.update({i: n for i, n in enumerate(self.read_hist) if n})
+        out.read_latency.maximum = self.max_read_latency
+        out.read_lag.counts.update({i: n for i, n in enumerate(self.lag_hist) if n})
+        out.read_lag.maximum = self.max_lag
+        out.share, out.share_negative = self.share, self.share_negative
         return out
 
 
@@ -228,15 +316,19 @@ async def _open(
     config = pool.config
     async with gate:
         sub = SseSubscriber(pool, topic, config.ready_marker)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
+            sock.bind((source, 0))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             async with asyncio.timeout(CONNECT_TIMEOUT):
-                await loop.create_connection(
-                    lambda: sub, config.host, config.port, local_addr=(source, 0)
-                )
+                await loop.sock_connect(sock, (config.host, config.port))
+                await loop.sock_sendall(sock, pool.request(topic))
+                sub.attach(sock)
                 await sub.live
         except (OSError, TimeoutError, ConnectionError) as exc:
-            if sub.transport is not None:
-                sub.transport.abort()
+            sub.close()
+            sock.close()
             return exc
         return sub
 
@@ -261,6 +353,7 @@ async def _serve(
             errors.append(repr(outcome))
     failed = len(outcomes) - len(pool.subscribers)
     link.send(("connected", len(pool.subscribers), failed, errors[:5]))
+    arrivals: Arrivals | None = None
     try:
         while True:
             remaining = deadline - loop.time()
@@ -269,18 +362,18 @@ async def _serve(
             ready = await loop.run_in_executor(None, link.poll, min(remaining, 1.0))
             if not ready:
                 continue
-            command = link.recv()
+            command, argument = link.recv()
             if command == "count":
                 link.send((pool.received, pool.last_event_at))
             elif command == "finish":
+                arrivals = argument
                 break
     finally:
         pool.closing = True
-        result = pool.result(connect_times, failed, errors)
+        result = pool.result(connect_times, failed, errors, arrivals)
         result.opened_at = opened_at
         for sub in pool.subscribers:
-            if sub.transport is not None:
-                sub.transport.abort()
+            sub.close()
         link.send(("result", result))
 
 

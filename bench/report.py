@@ -1,51 +1,60 @@
-"""The benchmark's outputs: one table (hopcast beside each baseline), the JSON, the chart.
+"""The benchmark's table: one row per measure, one column per server that ran.
 
-In the table, ``x`` says how many times better hopcast does than the column
-before it (above 1: hopcast better, below 1: worse), whichever way "better"
-points for that row.
+The first column is hopcast when it ran (else the first server that did); ``x``
+after each other column says how many times better the first column does than
+that one (above 1: better, below 1: worse), whichever way "better" points for
+that row. The last column holds a figure to compare with (two workers, a bare
+stream consumer, a target), with its own ``x``.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import shutil
-import subprocess
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, is_dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from bench.backlog import CatchUp, Ingest
-from bench.scenarios import Step, best_under_limit
-from bench.targets import BASELINES, HOPCAST, HOPCAST_W2
+from bench.ladder import best_under_limit
+from bench.scenarios import Step
+from bench.targets import (
+    ASGI_SERVERS,
+    BASELINES,
+    HOPCAST,
+    HOPCAST_W2,
+    REFERENCE,
+    REFERENCE_HELD,
+)
 from bench.workers import Comparison
 
 LOWER = "lower"
 HIGHER = "higher"
 SAME = "same"
+COLUMNS = (HOPCAST, *ASGI_SERVERS, *BASELINES)
+"""The servers' columns, in this order, each shown when any row has a figure for it."""
 
 
 @dataclass
 class Row:
-    """One measure: hopcast's value, each baseline's, and an optional reference."""
+    """One measure: each server's value, and an optional figure to compare with."""
 
     measure: str
     better: str
-    hopcast: float | None
-    baselines: dict[str, float | None]
-    reference: tuple[str, float | None] | None = None
+    values: dict[str, float | None]
+    compared: tuple[str, float | None] | None = None
     unit: str = ""
 
 
-def advantage(hopcast: float | None, other: float | None, better: str) -> float | None:
-    """How many times better hopcast is than ``other`` on a measure."""
-    if hopcast is None or other is None or better == SAME:
+def advantage(first: float | None, other: float | None, better: str) -> float | None:
+    """How many times better ``first`` is than ``other`` on a measure.
+
+    >>> advantage(2.0, 4.0, LOWER), advantage(2.0, 4.0, HIGHER)
+    (2.0, 0.5)
+    """
+    if first is None or other is None or better == SAME:
         return None
     if better == HIGHER:
-        return hopcast / other if other else None
-    return other / hopcast if hopcast else None
+        return first / other if other else None
+    return other / first if first else None
 
 
 def _fmt(value: float | None) -> str:
@@ -62,21 +71,31 @@ def _times(value: float | None) -> str:
     return "" if value is None else f"x{value:.2f}"
 
 
+def columns(rows: list[Row]) -> list[str]:
+    """The servers with a figure in any row: `COLUMNS` first, in order, then any other."""
+    present = {name for row in rows for name, value in row.values.items() if value is not None}
+    return [c for c in COLUMNS if c in present] + sorted(present - set(COLUMNS))
+
+
 def render_table(rows: list[Row]) -> str:
     """A fixed-width text table; one line per measure."""
-    header = ["measure", "hopcast"]
-    for name in BASELINES:
-        header += [name, "x"]
-    header += ["reference", "x"]
+    names = columns(rows)
+    header = ["measure"]
+    for i, name in enumerate(names):
+        header += [name] if i == 0 else [name, "x"]
+    header += ["compared with", "x"]
     lines = [header]
     for row in rows:
-        cells = [f"{row.measure}{' (' + row.unit + ')' if row.unit else ''}", _fmt(row.hopcast)]
-        for name in BASELINES:
-            other = row.baselines.get(name)
-            cells += [_fmt(other), _times(advantage(row.hopcast, other, row.better))]
-        if row.reference is not None:
-            label, value = row.reference
-            cells += [f"{label}: {_fmt(value)}", _times(advantage(row.hopcast, value, row.better))]
+        first = row.values.get(names[0]) if names else None
+        cells = [f"{row.measure}{' (' + row.unit + ')' if row.unit else ''}"]
+        for i, name in enumerate(names):
+            value = row.values.get(name)
+            cells += [_fmt(value)]
+            if i:
+                cells += [_times(advantage(first, value, row.better))]
+        if row.compared is not None:
+            label, value = row.compared
+            cells += [f"{label}: {_fmt(value)}", _times(advantage(first, value, row.better))]
         else:
             cells += ["", ""]
         lines.append(cells)
@@ -105,21 +124,19 @@ def _row(
     get: Callable[[Step], float | None],
     unit: str = "",
     *,
-    reference: tuple[str, float | None] | None = None,
+    compared: tuple[str, float | None] | None = None,
 ) -> Row:
-    def value(name: str) -> float | None:
-        step = steps.get(name)
-        return None if step is None else get(step)
-
-    return Row(measure, better, value(HOPCAST), {b: value(b) for b in BASELINES}, reference, unit)
+    return Row(measure, better, {name: get(step) for name, step in steps.items()}, compared, unit)
 
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows from a run's results (scenarios that did not run are left out)."""
     ingest = results.get("ingest")
+    cross_check: list[Step] = results.get("cross-check", [])
     return [
         *_standard_rows(results.get("standard", [])),
-        *_saturation_rows(results.get("saturation", {})),
+        *_per_id_rows(results.get("per-id", []), cross_check),
+        *_saturation_rows(results.get("saturation", {}), cross_check),
         *_workers_rows(results.get("workers", [])),
         *_scale_rows(results.get("scale", []), "scale"),
         *_scale_rows(results.get("scale-w2", []), "scale --workers 2"),
@@ -132,7 +149,7 @@ def _standard_rows(steps: list[Step]) -> list[Row]:
     standard = _by_target(steps)
     if not standard:
         return []
-    w2 = standard.get(HOPCAST_W2)
+    w2 = standard.pop(HOPCAST_W2, None)
     return [
         _row("standard: deliveries/s", HIGHER, standard, lambda s: s.deliveries_per_s),
         _row("standard: lost", SAME, standard, lambda s: s.lost),
@@ -145,26 +162,99 @@ def _standard_rows(steps: list[Step]) -> list[Row]:
             standard,
             lambda s: s.cpu_us_per_delivery,
             "us",
-            reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
+            compared=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
         ),
         _row("standard: server RSS", LOWER, standard, lambda s: s.rss_mb, "MB"),
         _row("standard: connect p99", LOWER, standard, lambda s: s.connect_p99_ms, "ms"),
     ]
 
 
-def _saturation_rows(ladders: dict[str, list[Step]]) -> list[Row]:
+def _share_rows(label: str, steps: dict[str, Step]) -> list[Row]:
+    """The gateway's own share at p99, measured per event against a bare stream consumer,
+    beside the difference of the two p99s (which is no quantile of anything)."""
+    probed = {name: s for name, s in steps.items() if s.share_p99_ms is not None}
+    if not probed:
+        return []
+    step = probed.get(HOPCAST) or next(iter(probed.values()))
+    difference = None
+    if step.p99_ms is not None and step.bare_p99_ms is not None:
+        difference = round(step.p99_ms - step.bare_p99_ms, 2)
+    return [
+        _row(
+            f"{label}: gateway's own share at p99 (vs a bare stream consumer, per event)",
+            SAME,
+            probed,
+            lambda s: s.share_p99_ms,
+            "ms",
+            compared=("p99 minus the bare consumer's p99", difference),
+        )
+    ]
+
+
+def _node_rows(label: str, steps: list[Step]) -> list[Row]:
+    """The Node client's figures on the same load, in a step of its own."""
+    node = _by_target(steps)
+    node.pop(HOPCAST_W2, None)
+    if not node:
+        return []
+    return [
+        _row(f"{label}: p50 latency, Node client", LOWER, node, lambda s: s.p50_ms, "ms"),
+        _row(f"{label}: p99 latency, Node client", LOWER, node, lambda s: s.p99_ms, "ms"),
+        _row(
+            f"{label}: lost + duplicates, Node client",
+            SAME,
+            node,
+            lambda s: s.lost + s.duplicates,
+        ),
+    ]
+
+
+def _per_id_rows(steps: list[Step], cross_check: list[Step]) -> list[Row]:
+    per_id = _by_target(steps)
+    if not per_id:
+        return []
+    w2 = per_id.pop(HOPCAST_W2, None)
+    bare = per_id.get(HOPCAST)
+    return [
+        _row("per-id: deliveries/s", HIGHER, per_id, lambda s: s.deliveries_per_s),
+        _row("per-id: lost", SAME, per_id, lambda s: s.lost),
+        _row("per-id: duplicates", SAME, per_id, lambda s: s.duplicates),
+        _row("per-id: p50 latency", LOWER, per_id, lambda s: s.p50_ms, "ms"),
+        _row(
+            "per-id: p99 latency",
+            LOWER,
+            per_id,
+            lambda s: s.p99_ms,
+            "ms",
+            compared=("bare stream consumer", bare.bare_p99_ms if bare else None),
+        ),
+        *_node_rows("per-id", [s for s in cross_check if s.scenario == "per-id"]),
+        _row(
+            "per-id: server CPU per delivery",
+            LOWER,
+            per_id,
+            lambda s: s.cpu_us_per_delivery,
+            "us",
+            compared=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
+        ),
+        _row("per-id: server RSS", LOWER, per_id, lambda s: s.rss_mb, "MB"),
+        *_share_rows("per-id", per_id),
+    ]
+
+
+def _saturation_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) -> list[Row]:
     if not ladders:
         return []
     best = {name: best_under_limit(steps) for name, steps in ladders.items()}
     found = {name: step for name, step in best.items() if step is not None}
-    w2 = found.get(HOPCAST_W2)
+    w2 = found.pop(HOPCAST_W2, None)
     rows = [
         _row(
             "saturation: deliveries/s with p99 < 100 ms",
             HIGHER,
             found,
             lambda s: s.deliveries_per_s,
-            reference=("--workers 2", w2.deliveries_per_s) if w2 else None,
+            compared=("--workers 2", w2.deliveries_per_s) if w2 else None,
         ),
         _row(
             "saturation: CPU per delivery at that load",
@@ -172,44 +262,64 @@ def _saturation_rows(ladders: dict[str, list[Step]]) -> list[Row]:
             found,
             lambda s: s.cpu_us_per_delivery,
             "us",
-            reference=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
+            compared=("--workers 2", w2.cpu_us_per_delivery) if w2 else None,
         ),
+        *_reference_share_rows(found, w2),
     ]
-    return rows + _at_20k_rows(ladders)
+    return rows + _cross_check_rows(ladders, cross_check)
 
 
-def _at_20k_rows(ladders: dict[str, list[Step]]) -> list[Row]:
-    """The p99 at 20k deliveries/s, beside a bare stream consumer's, and the gateway's share."""
-    at_20k = {
-        name: step
-        for name, steps in ladders.items()
-        for step in steps
-        if step.offered_deliveries_per_s == 20_000
-    }
-    bare = at_20k.get(HOPCAST)
-    bare_p99 = bare.bare_p99_ms if bare else None
-    rows = [
-        _row(
-            "20k deliveries/s: p99 latency",
-            LOWER,
-            at_20k,
-            lambda s: s.p99_ms,
-            "ms",
-            reference=("bare stream consumer", bare_p99),
-        )
-    ]
-    if bare is not None and bare.p99_ms is not None and bare_p99 is not None:
-        share = round(bare.p99_ms - bare_p99, 2)
+def _reference_share_rows(found: dict[str, Step], w2: Step | None) -> list[Row]:
+    """Each server's saturation figure as a share of each physical reference's."""
+    rows = []
+    for name in (REFERENCE, REFERENCE_HELD):
+        reference = found.get(name)
+        if reference is None or not reference.deliveries_per_s:
+            continue
+        ceiling = reference.deliveries_per_s
+
+        def share(step: Step | None, ceiling: float = ceiling) -> float | None:
+            return None if step is None else round(step.deliveries_per_s / ceiling * 100, 1)
+
+        others = {n: s for n, s in found.items() if n not in (REFERENCE, REFERENCE_HELD)}
         rows.append(
-            _row(
-                "20k deliveries/s: gateway's share of p99 (vs the baselines' p99)",
-                LOWER,
-                {**at_20k, HOPCAST: Step(**{**asdict(bare), "p99_ms": share})},
-                lambda s: s.p99_ms,
-                "ms",
+            Row(
+                f"saturation: share of the {name} figure",
+                HIGHER,
+                {n: share(s) for n, s in others.items()},
+                ("--workers 2", share(w2)) if w2 else None,
+                "%",
             )
         )
     return rows
+
+
+def _cross_check_rows(ladders: dict[str, list[Step]], cross_check: list[Step]) -> list[Row]:
+    """At the step both clients measured: p99 from each, and the gateway's own share."""
+    node = [s for s in cross_check if s.scenario == "saturation"]
+    at = node[0].offered_deliveries_per_s if node else 20_000
+    at_load: dict[str, Step] = {}
+    for name, steps in ladders.items():
+        for step in steps:  # the first at that load: the one measured beside the others
+            if step.offered_deliveries_per_s == at and name != HOPCAST_W2:
+                at_load.setdefault(name, step)
+    if not at_load:
+        return []
+    label = f"{at / 1000:g}k deliveries/s"
+    bare = at_load.get(HOPCAST)
+    return [
+        _row(f"{label}: p50 latency", LOWER, at_load, lambda s: s.p50_ms, "ms"),
+        _row(
+            f"{label}: p99 latency",
+            LOWER,
+            at_load,
+            lambda s: s.p99_ms,
+            "ms",
+            compared=("bare stream consumer", bare.bare_p99_ms if bare else None),
+        ),
+        *_node_rows(label, node),
+        *_share_rows(label, at_load),
+    ]
 
 
 def _workers_rows(comparisons: list[Comparison]) -> list[Row]:
@@ -218,8 +328,7 @@ def _workers_rows(comparisons: list[Comparison]) -> list[Row]:
             f"{comparison.offered_deliveries_per_s / 1000:,.0f}k deliveries/s:"
             " CPU per delivery, one process (median)",
             LOWER,
-            comparison.one_us,
-            {},
+            {HOPCAST: comparison.one_us},
             ("--workers 2", comparison.two_us),
             "us",
         )
@@ -256,15 +365,13 @@ def _ingest_rows(ingest: Ingest | None) -> list[Row]:
         Row(
             "ingest from the stream, one process (events/s)",
             HIGHER,
-            ingest.events_per_s,
-            {},
+            {HOPCAST: ingest.events_per_s},
             ("aio-pika, ack per message", ingest.reference_events_per_s or None),
         ),
         Row(
             "ingest: CPU per event (us)",
             LOWER,
-            ingest.cpu_us_per_event,
-            {},
+            {HOPCAST: ingest.cpu_us_per_event},
             ("aio-pika, ack per message", ingest.reference_cpu_us_per_event),
         ),
     ]
@@ -275,105 +382,10 @@ def _catchup_rows(catchups: list[CatchUp], ingest: Ingest | None) -> list[Row]:
         Row(
             f"catch-up of {catchup.expected:,} events from the {catchup.source} (events/s)",
             HIGHER,
-            catchup.events_per_s,
-            {},
+            {HOPCAST: catchup.events_per_s},
             ("ingest", ingest.events_per_s if ingest is not None else None)
             if catchup.source == "stream"
             else ("target", 50_000),
         )
         for catchup in catchups
     ]
-
-
-def _version(argv: list[str]) -> str:
-    if shutil.which(argv[0]) is None:
-        return "missing"
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return (
-        (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr) else ""
-    )
-
-
-def machine() -> dict[str, str]:
-    """What the run ran on, for the record."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        mem_kb = 0
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory_gib": f"{mem_kb / 2**20:.1f}",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "node": _version(["node", "--version"]),
-        "nginx": _version(["nginx", "-v"]),
-        "rabbitmq": _version(["rabbitmqctl", "version"]),
-    }
-
-
-def to_json(value: Any) -> Any:
-    """Results as plain JSON values (dataclasses become dicts)."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: to_json(v) for k, v in asdict(value).items()}
-    if isinstance(value, dict):
-        return {k: to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return value
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(payload), indent=2) + "\n")
-
-
-def write_chart(path: Path, results: dict[str, Any], title: str) -> bool:
-    """Deliveries/s and p99 latency against offered load, one line per server."""
-    ladders: dict[str, list[Step]] = dict(results.get("saturation", {}))
-    for step in results.get("standard", []):
-        ladders.setdefault(step.target, [])
-        if all(
-            s.offered_deliveries_per_s != step.offered_deliveries_per_s
-            for s in ladders[step.target]
-        ):
-            ladders[step.target] = [*ladders[step.target], step]
-    if not any(ladders.values()):
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
-    for name, unordered in sorted(ladders.items()):
-        steps = sorted(unordered, key=lambda s: s.offered_deliveries_per_s)
-        offered = [s.offered_deliveries_per_s / 1000 for s in steps]
-        top.plot(offered, [s.deliveries_per_s / 1000 for s in steps], marker="o", label=name)
-        p99 = [s.p99_ms if s.p99_ms is not None else float("nan") for s in steps]
-        bottom.plot(offered, p99, marker="o", label=name)
-    most = max(s.offered_deliveries_per_s for steps in ladders.values() for s in steps) / 1000
-    top.plot([0, most], [0, most], color="grey", linestyle=":", label="offered")
-    top.set_ylabel("deliveries/s delivered (thousands)")
-    top.set_title(title)
-    top.legend(loc="upper left", fontsize="small")
-    top.grid(alpha=0.3)
-    bottom.axhline(100, color="red", linestyle="--", linewidth=1, label="100 ms")
-    bottom.set_yscale("log")
-    bottom.set_ylabel("p99 latency, publish to client (ms)")
-    bottom.set_xlabel("deliveries/s offered (thousands)")
-    bottom.legend(loc="upper left", fontsize="small")
-    bottom.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True

@@ -15,15 +15,16 @@ from typing import Any
 
 from bench import profile
 from bench.backlog import catch_up, fill_backlog, ingest, ingest_reference
-from bench.scenarios import Run, Step, brief, fanout, saturation
+from bench.ladder import saturation
+from bench.nodeclient import NODE, node_client_missing
+from bench.scenarios import LOADGEN, Run, Step, brief, fanout
 from bench.sizes import Sizes
 from bench.targets import (
     ASGI_SERVERS,
+    BASELINES,
     HOPCAST,
     HOPCAST_W2,
     NCHAN,
-    SEED_NODE,
-    SEED_PYTHON,
     Hopcast,
     Target,
     make_target,
@@ -39,9 +40,13 @@ def run_rounds(
     if "standard" in scenarios:
         print("== standard", flush=True)
         results["standard"] = standard(run, sizes, targets, profile_to)
+    if "per-id" in scenarios:
+        print(f"== per-id: {sizes.per_id:,} clients, each on a topic of its own", flush=True)
+        results["per-id"] = per_id(run, sizes, targets, results.setdefault("cross-check", []))
     if "saturation" in scenarios:
         print("== saturation", flush=True)
-        results["saturation"] = saturate(run, sizes, targets)
+        cross_check = results.setdefault("cross-check", [])
+        results["saturation"] = saturate(run, sizes, targets, cross_check)
     if "workers" in scenarios and {HOPCAST, HOPCAST_W2} <= set(targets):
         print("== workers: --workers 2 against one process, in turn", flush=True)
         results["workers"] = workers(run, sizes)
@@ -124,13 +129,34 @@ def profile_under_load(run: Run, sizes: Sizes, target: Target, out: Path) -> Non
         time.sleep(0.5)
 
 
-def saturate(run: Run, sizes: Sizes, targets: list[str]) -> dict[str, list[Step]]:
+SMOKE_CROSS_CHECK = (HOPCAST, NCHAN)
+
+
+def _stream_of(name: str, target: Target) -> str | None:
+    """The stream a bare consumer reads beside ``target``: hopcast's own (one process)."""
+    return target.stream if isinstance(target, Hopcast) and name == HOPCAST else None
+
+
+def _node_steps(run: Run, cross_check: list[Step]) -> list[Step] | None:
+    """Where the Node client's steps go, or None (and a note) when it cannot run here."""
+    missing = node_client_missing()
+    if missing is None:
+        return cross_check
+    note = f"the Node latency client cannot run: missing {missing} (run bench/setup)"
+    if note not in run.failures:
+        run.failures.append(note)
+        print(f"  {note}", flush=True)
+    return None
+
+
+def saturate(
+    run: Run, sizes: Sizes, targets: list[str], cross_check: list[Step]
+) -> dict[str, list[Step]]:
     ladders = {}
     for name in targets:
         with running(name, run) as target:
             if target is None:
                 continue
-            stream = target.stream if isinstance(target, Hopcast) and name == HOPCAST else None
             ladders[name] = saturation(
                 run,
                 target,
@@ -138,10 +164,42 @@ def saturate(run: Run, sizes: Sizes, targets: list[str]) -> dict[str, list[Step]
                 subscribers=sizes.subscribers,
                 topics=sizes.topics,
                 seconds=sizes.step_seconds,
-                probe_at=20_000 if not run.smoke else sizes.ladder[0],
-                probe_stream=stream,
+                probe_at=sizes.cross_check_at,
+                probe_stream=_stream_of(name, target),
+                node_steps=_node_steps(run, cross_check),
             )
     return ladders
+
+
+def per_id(run: Run, sizes: Sizes, targets: list[str], cross_check: list[Step]) -> list[Step]:
+    """One client per topic, ``sizes.per_id_rate`` events/s over all of them: every event
+    goes to one client. The load generator measures it (with a bare stream consumer beside
+    hopcast), then the Node client, in a step of its own on the same server."""
+    steps: list[Step] = []
+    # The smoke run checks the Node client on two servers, to stay short.
+    node_on = set(SMOKE_CROSS_CHECK if run.smoke else targets)
+    if _node_steps(run, cross_check) is None:
+        node_on = set()
+    for name in targets:
+        with running(name, run) as target:
+            if target is None:
+                continue
+            for client in (LOADGEN, NODE) if name in node_on else (LOADGEN,):
+                step = fanout(
+                    run,
+                    target,
+                    "per-id",
+                    subscribers=sizes.per_id,
+                    topics=sizes.per_id,
+                    rate=sizes.per_id_rate,
+                    seconds=sizes.seconds,
+                    probe_stream=_stream_of(name, target) if client == LOADGEN else None,
+                    client=client,
+                )
+                (steps if client == LOADGEN else cross_check).append(step)
+                label = " (Node client)" if client == NODE else ""
+                print(f"  {name}{label}: {brief(step)}", flush=True)
+    return steps
 
 
 def workers(run: Run, sizes: Sizes) -> list[Comparison]:
@@ -219,7 +277,7 @@ def backlog_scenarios(run: Run, sizes: Sizes, which: set[str], results: dict[str
 
 def scale_rounds(run: Run, sizes: Sizes, targets: list[str], results: dict[str, Any]) -> None:
     """The scale scenario with one process per server, then with two workers where it can."""
-    single = [t for t in targets if t in (HOPCAST, SEED_NODE, SEED_PYTHON, NCHAN, *ASGI_SERVERS)]
+    single = [t for t in targets if t in (HOPCAST, *BASELINES, *ASGI_SERVERS)]
     results["scale"] = scale(run, sizes, single, sizes.scale)
     several = [HOPCAST_W2] if HOPCAST in targets or HOPCAST_W2 in targets else []
     if NCHAN in targets:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.broker import Broker
-from bench.report import build_rows, machine, render_table, write_chart, write_json
+from bench.outputs import machine, write_chart, write_json
+from bench.report import build_rows, render_table
 from bench.rounds import run_rounds
 from bench.scenarios import Run, Step, brief
 from bench.sizes import FULL, SMOKE, Sizes
@@ -30,14 +31,16 @@ from bench.targets import (
     HOPCAST,
     HOPCAST_W2,
     NCHAN,
+    REFERENCE,
+    REFERENCE_HELD,
     ROOT,
     SEED_NODE,
     SEED_PYTHON,
     missing_baselines,
 )
 
-SCENARIOS = ("standard", "saturation", "workers", "scale", "ingest", "catch-up")
-TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN)
+SCENARIOS = ("standard", "per-id", "saturation", "workers", "scale", "ingest", "catch-up")
+TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 """What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
 CHART = ROOT / "docs" / "benchmarks.png"
@@ -48,14 +51,15 @@ def problems(run: Run, results: dict[str, Any]) -> list[str]:
     """What a smoke run treats as broken."""
     found = list(run.failures)
     steps: list[Step] = [*results.get("standard", []), *results.get("scale", [])]
-    steps += results.get("scale-w2", [])
+    steps += [*results.get("scale-w2", []), *results.get("per-id", [])]
+    steps += results.get("cross-check", [])
     for ladder in results.get("saturation", {}).values():
         steps += ladder[:1]
     for comparison in results.get("workers", []):
         steps += [*comparison.one, *comparison.two]
     for step in steps:
         if not step.clean:
-            found.append(f"{step.scenario} on {step.target}: {brief(step)}")
+            found.append(f"{step.scenario} on {step.target} ({step.client}): {brief(step)}")
     ingest_figures = results.get("ingest")
     if ingest_figures is not None and (not ingest_figures.events or ingest_figures.errors):
         found.append(f"ingest: {ingest_figures}")
@@ -70,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = _sizes(args)
     if args.scenario is None:
         args.scenario = [s for s in SCENARIOS if not (args.smoke and s == "saturation")]
+    if args.target is None:
+        args.target = [t for t in TARGETS if not (args.smoke and t == REFERENCE_HELD)]
     missing = missing_baselines()
     targets = [t for t in args.target if t not in missing]
     for name, what in missing.items():
@@ -117,7 +123,11 @@ def _parser() -> argparse.ArgumentParser:
         help="scenarios to run (default: all; with --smoke, all but saturation)",
     )
     parser.add_argument(
-        "--target", nargs="+", choices=TARGETS + ASGI_SERVERS, default=list(TARGETS)
+        "--target",
+        nargs="+",
+        choices=TARGETS + ASGI_SERVERS,
+        help="servers to run (default: all but the ASGI servers; with --smoke, also but "
+        f"{REFERENCE_HELD}, the same code as {REFERENCE} with a timer)",
     )
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
     parser.add_argument(

@@ -1,7 +1,8 @@
 """The scenarios of the benchmark, each a function of a `Run` that returns plain records.
 
 - standard: 1,000 subscribers over 10 topics, 1,000 events/s of ~100 bytes.
-- saturation: the standard fan-out at rising rates, until p99 passes 100 ms.
+- saturation (`bench.ladder`): the standard fan-out at rising rates, until p99 passes 100 ms.
+- per-id (`bench.rounds.per_id`): one client per topic, as the seed project serves its users.
 - workers (`bench.workers`): ``--workers 2`` and one process at equal loads, in turn.
 - scale: many mostly idle subscribers (RSS per connection), then a broadcast to all.
 - ingest and catch-up (`bench.backlog`): reading a pre-filled stream.
@@ -16,21 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.broker import Broker
-from bench.fleet import SubscriberFleet, spread
+from bench.fleet import Fleet, SubscriberFleet, spread
 from bench.loadgen import FleetConfig
+from bench.nodeclient import NODE, NodeClient
 from bench.publisher import Publisher, PublishPlan, PublishResult
 from bench.stream import LatencyProbe, ProbeResult
 from bench.tally import FleetResult
 from bench.targets import Target, Usage, tree_usage
 
+LOADGEN = "loadgen"
+"""The ``client`` of a step the load generator (`bench.loadgen`) measured."""
 SETTLE = 0.5
 """Seconds between the last connection and the first event."""
-P99_LIMIT = 0.100
-"""Saturation: the p99 latency a load step must stay under."""
-REFINE = 2
-"""Saturation: steps that halve the gap between the ladder's last step under the limit
-and the first over it. With two, the figure is found to within a quarter of a ladder
-step (at most a twelfth of the load: no step of the ladder is a third above the last)."""
 
 
 @dataclass
@@ -82,13 +80,28 @@ class Step:
     rss_kb_per_connection: float | None = None
     connect_p50_ms: float | None = None
     connect_p99_ms: float | None = None
+    read_p99_ms: float | None = None
+    """The p99 by the clock of the generator's reads (its own lateness included)."""
+    read_lag_p99_ms: float | None = None
+    """Per read, p99: how long after its bytes arrived the generator read them."""
     bare_p99_ms: float | None = None
+    """A bare stream consumer's p99 over the same events (publish to its receipt)."""
+    share_p50_ms: float | None = None
+    share_p99_ms: float | None = None
+    """The gateway's own share: per delivery, its receipt by a subscriber less a bare
+    stream consumer's receipt of the same event (topic and seq), on the same clock."""
+    share_negative: int = 0
+    """Deliveries a subscriber had before the bare consumer (counted as 0 in the share)."""
+    probe_us_per_event: float | None = None
+    """The bare stream consumer's own CPU per event."""
     generator_us_per_delivery: float | None = None
     """The subscriber processes' own CPU per event: how much of the machine the client side took."""
     publisher_us_per_event: float | None = None
     """The publisher process's own CPU per event published."""
     load_before: float = 0.0
     """The machine's 1-minute load average before the step (other work skews the figures)."""
+    client: str = LOADGEN
+    """What measured the step: the load generator, or the Node client (`bench.nodeclient`)."""
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -137,18 +150,23 @@ def fanout(
     probe_stream: str | None = None,
     drain: float | None = None,
     on_publish: Callable[[], object] | None = None,
+    client: str = LOADGEN,
 ) -> Step:
     """Connect ``subscribers`` over ``topics``, publish ``rate`` events/s for ``seconds``.
 
     After publishing, wait until every event arrived, or none came for a while, or
     ``drain`` seconds passed (what has not arrived by then counts as lost).
     ``on_publish`` is called once everyone is connected, just before publishing.
+    ``client`` is what subscribes: the load generator, or the Node client.
     """
     n = run.next_step()
     names = tuple(f"s{n}.t{k}" for k in range(topics))
     per_topic = max(1, subscribers // topics)
-    step = Step(target.name, scenario, subscribers, topics, rate, rate * per_topic)
-    fleet = _fleet(target, spread(names, subscribers), processes, n, seconds * 10 + idle + 300)
+    step = Step(target.name, scenario, subscribers, topics, rate, rate * per_topic, client=client)
+    limit = seconds * 10 + idle + 300
+    config = _fleet_config(target, spread(names, subscribers), processes, n, limit)
+    fleet: Fleet = NodeClient(config) if client == NODE else SubscriberFleet(config)
+    window: _Window | None = None
     try:
         window = _connect_and_publish(
             run,
@@ -164,18 +182,19 @@ def fanout(
             on_publish=on_publish,
         )
     finally:
-        result = fleet.finish()
+        bare = window.bare if window is not None else None
+        result = fleet.finish(bare.arrivals if bare is not None else None)
     _fill(step, result, window)
     if not target.alive():
         step.errors.append(f"{target.name} died: {target.log_tail(5)}")
     return step
 
 
-def _fleet(
+def _fleet_config(
     target: Target, topics: tuple[str, ...], processes: int, step: int, max_seconds: float
-) -> SubscriberFleet:
-    """A fleet opening one connection per entry of ``topics``; ``step`` picks its addresses."""
-    config = FleetConfig(
+) -> FleetConfig:
+    """One connection per entry of ``topics``; ``step`` picks the source addresses."""
+    return FleetConfig(
         "127.0.0.1",
         target.port,
         topics,
@@ -184,7 +203,6 @@ def _fleet(
         source_net=step % 250 + 1,
         max_seconds=max_seconds,
     )
-    return SubscriberFleet(config)
 
 
 @dataclass
@@ -207,7 +225,7 @@ class _Window:
 def _connect_and_publish(
     run: Run,
     target: Target,
-    fleet: SubscriberFleet,
+    fleet: Fleet,
     step: Step,
     names: tuple[str, ...],
     *,
@@ -244,8 +262,11 @@ def _connect_and_publish(
     return _Window(before, idle_usage, after, sent, gen_cpu, bare)
 
 
-def _fill(step: Step, result: FleetResult, window: _Window) -> None:
+def _fill(step: Step, result: FleetResult, window: _Window | None) -> None:
     """The step's figures, from what the fleet saw and what was measured around it."""
+    if window is None:  # the fleet did not connect: nothing was measured
+        step.errors.extend(result.errors[:3])
+        return
     sent, before, idle, after = window.sent, window.before, window.idle, window.after
     step.published = sent.sent
     step.expected = sum(
@@ -258,9 +279,11 @@ def _fill(step: Step, result: FleetResult, window: _Window) -> None:
     step.errors.extend(result.errors[:3])
     if result.received and result.last_event_at > sent.started:
         step.deliveries_per_s = round(result.received / (result.last_event_at - sent.started))
-    step.p50_ms = _ms(result.latency.quantile(0.50))
-    step.p99_ms = _ms(result.latency.quantile(0.99))
-    step.max_ms = _ms(result.latency.maximum if result.received else None)
+    step.p50_ms = _ms(result.quantile(0.50))
+    step.p99_ms = _ms(result.quantile(0.99))
+    step.max_ms = _ms(result.maximum)
+    step.read_p99_ms = _ms(result.read_latency.quantile(0.99))
+    step.read_lag_p99_ms = _ms(result.read_lag.quantile(0.99))
     step.cpu_seconds = round(after.cpu - idle.cpu, 3)
     if result.received:
         step.cpu_us_per_delivery = round((after.cpu - idle.cpu) / result.received * 1e6, 2)
@@ -282,78 +305,35 @@ def _fill_overheads(step: Step, result: FleetResult, window: _Window) -> None:
     sent = window.sent
     if sent.sent:
         step.publisher_us_per_event = round(sent.cpu / sent.sent * 1e6, 1)
-    if window.bare is not None:
-        step.bare_p99_ms = _ms(window.bare.latency.quantile(0.99))
-
-
-def saturation(
-    run: Run,
-    target: Target,
-    ladder: list[float],
-    *,
-    subscribers: int,
-    topics: int,
-    seconds: float,
-    probe_at: float | None = None,
-    probe_stream: str | None = None,
-    refine: int = REFINE,
-) -> list[Step]:
-    """Climb ``ladder`` (deliveries/s offered) until p99 passes 100 ms or events go missing;
-    then bisect between that step and the one before it, ``refine`` times."""
-    steps = []
-    per_topic = max(1, subscribers // topics)
-
-    def step_at(deliveries: float) -> bool:
-        step = fanout(
-            run,
-            target,
-            "saturation",
-            subscribers=subscribers,
-            topics=topics,
-            rate=deliveries / per_topic,
-            seconds=seconds,
-            probe_stream=probe_stream if deliveries == probe_at else None,
-            drain=seconds + 10,
-        )
-        steps.append(step)
-        print(f"  {target.name}: {brief(step)}", flush=True)
-        return under_limit(step)
-
-    below: float | None = None  # the last offered load under the limit, and the first over
-    above: float | None = None
-    for deliveries in ladder:
-        if not step_at(deliveries):
-            above = deliveries
-            break
-        below = deliveries
-    if below is None or above is None:
-        return steps
-    for _ in range(refine):
-        middle = round((below + above) / 2, -2)
-        if step_at(middle):
-            below = middle
-        else:
-            above = middle
-    return steps
-
-
-def under_limit(step: Step) -> bool:
-    """A clean step (nothing lost or repeated) with its p99 under 100 ms."""
-    return step.clean and step.p99_ms is not None and step.p99_ms <= P99_LIMIT * 1000
-
-
-def best_under_limit(steps: list[Step]) -> Step | None:
-    """The step with the most deliveries/s among the clean ones with p99 under 100 ms."""
-    good = [s for s in steps if under_limit(s)]
-    return max(good, key=lambda s: s.deliveries_per_s, default=None)
+    bare = window.bare
+    if bare is not None:
+        step.bare_p99_ms = _ms(bare.latency.quantile(0.99))
+        if bare.received:
+            step.probe_us_per_event = round(bare.cpu_seconds / bare.received * 1e6, 1)
+        if bare.error:
+            step.errors.append(f"bare stream consumer: {bare.error}")
+    if result.share.total:
+        step.share_p50_ms = _ms(result.share.quantile(0.50))
+        step.share_p99_ms = _ms(result.share.quantile(0.99))
+        step.share_negative = result.share_negative
 
 
 def brief(step: Step) -> str:
+    """One line on a step, for the run's output."""
+    generator = f"generator {step.generator_us_per_delivery} us"
+    if step.read_p99_ms is not None:
+        generator += f", read lag p99 {step.read_lag_p99_ms} ms, read p99 {step.read_p99_ms} ms"
+    bare = ""
+    if step.bare_p99_ms is not None:
+        bare = (
+            f"; bare consumer p99 {step.bare_p99_ms} ms, gateway's own share p99 "
+            f"{step.share_p99_ms} ms ({step.share_negative} ahead of the bare consumer; "
+            f"its CPU {step.probe_us_per_event} us/event)"
+        )
     return (
         f"offered {step.offered_deliveries_per_s:,.0f}/s -> {step.deliveries_per_s:,.0f}/s, "
-        f"p99 {step.p99_ms} ms, lost {step.lost}, dup {step.duplicates}, "
+        f"p50 {step.p50_ms} ms, p99 {step.p99_ms} ms, lost {step.lost}, dup {step.duplicates}, "
         f"cut {step.disconnects}, cpu {step.cpu_us_per_delivery} us/delivery "
-        f"(generator {step.generator_us_per_delivery} us, "
-        f"publisher {step.publisher_us_per_event} us/event)"
+        f"({generator}, publisher {step.publisher_us_per_event} us/event){bare}"
         + (f", errors {step.errors[:2]}" if step.errors else "")
     )

@@ -27,6 +27,13 @@ class Sizes:
     """Workers: the deliveries/s offered in turn to one process and to two workers."""
     repeats: int
     """Workers: times each load is offered to each."""
+    per_id: int
+    """Per-id: clients, each on a topic of its own."""
+    per_id_rate: float
+    """Per-id: events/s, spread evenly over the clients' topics."""
+    cross_check_at: float
+    """Saturation: the step (deliveries/s offered) the Node client and a bare stream
+    consumer measure too."""
 
 
 FULL = Sizes(
@@ -72,6 +79,9 @@ FULL = Sizes(
     profile_seconds=10,
     compare_loads=(100_000, 200_000, 300_000, 400_000),
     repeats=3,
+    per_id=1000,
+    per_id_rate=3000,
+    cross_check_at=20_000,
 )
 SMOKE = Sizes(
     subscribers=20,
@@ -89,4 +99,7 @@ SMOKE = Sizes(
     profile_seconds=2,
     compare_loads=(1000,),
     repeats=1,
+    per_id=20,
+    per_id_rate=60,
+    cross_check_at=500,
 )

@@ -1,8 +1,9 @@
 """Plain stream consumers the gateway is measured against, and stream helpers.
 
-- `probe_latency`: a bare aiormq stream consumer timing each event from its
-  publish timestamp: the part of the latency that RabbitMQ's stream delivery
-  itself costs, which no gateway reading the stream can go below.
+- `LatencyProbe`: a bare stream consumer timing each event from its publish
+  timestamp: the part of the latency that RabbitMQ's stream delivery itself
+  costs, which no gateway reading the stream can go below; and when each event
+  arrived, which a step's subscribers measure the gateway's own share against.
 - `aio_pika_ingest`: the plain aio-pika consumer with one ack per message that
   the gateway's ingest rate is compared with.
 - `stream_tail`: the last offset of a stream, read as the gateway learns it.
@@ -11,24 +12,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import aiormq
 import aiormq.abc
 import uvloop
+from pamqp import commands as spec
+from pamqp.common import FieldTable
 
+from bench.amqp import AmqpLink
 from bench.tally import HIST_SIZE, Histogram, bucket_of
 
 PREFETCH = 1000
 """Prefetch of every consumer here: the gateway's default, so the comparison is like for like."""
-_TS = re.compile(rb'"ts": *([0-9.]+)')
+_SEQ_TS = re.compile(rb'"seq": *(\d+), "ts": *([0-9.]+)')
 
 
 async def stream_tail(url: str, stream: str) -> int | None:
@@ -68,37 +73,100 @@ class ProbeResult:
     received: int
     latency: Histogram
     error: str | None = None
+    arrivals: dict[tuple[str, int], float] = field(default_factory=dict)
+    """When each event arrived here: (topic, seq) to epoch seconds."""
+    cpu_seconds: float = 0.0
+    """The probe process's CPU while it consumed."""
+
+
+class _BareConsumer(AmqpLink):
+    """A stream consumer that reads frames by hand: one clock reading per socket read, the
+    routing key from each ``basic.deliver``, ``seq`` and ``ts`` from each body, one
+    ``basic.ack`` (``multiple``) per quarter of the prefetch. aiormq, which parses every
+    frame into objects and starts a task per delivery, had the events later than the
+    gateway's own subscribers about half the time: too late to measure the gateway by."""
+
+    PRODUCT = "hopcast-bench-bare-consumer"
+
+    async def consume(self, stream: str) -> None:
+        self._send(spec.Basic.Qos(prefetch_count=PREFETCH), self.CHANNEL)
+        await self._expect(spec.Basic.QosOk)
+        offset: FieldTable = {"x-stream-offset": "next"}
+        self._send(spec.Basic.Consume(queue=stream, arguments=offset), self.CHANNEL)
+        await self._expect(spec.Basic.ConsumeOk)
+
+    async def read(self, on_body: Callable[[float, str, bytes], None]) -> None:
+        """Call ``on_body(receipt time, routing key, body)`` for each delivery, until cancelled."""
+        rest, key, tag, acked = b"", "", 0, 0
+        while True:
+            data = await self._reader.read(1 << 16)
+            if not data:
+                raise ConnectionError("the broker closed the connection")
+            now = time.time()
+            rest += data
+            while len(rest) >= 8:
+                size = int.from_bytes(rest[3:7], "big")
+                if len(rest) < size + 8:
+                    break
+                kind, payload, rest = rest[0], rest[7 : 7 + size], rest[size + 8 :]
+                if kind == 1 and payload[:4] == _DELIVER:
+                    key, tag = _deliver_key_and_tag(payload)
+                elif kind == 3:
+                    on_body(now, key, payload)
+            if tag - acked >= PREFETCH // 4:
+                self._send(spec.Basic.Ack(delivery_tag=tag, multiple=True), self.CHANNEL)
+                acked = tag
+
+
+_DELIVER = (60).to_bytes(2, "big") + (60).to_bytes(2, "big")
+
+
+def _deliver_key_and_tag(payload: bytes) -> tuple[str, int]:
+    """The routing key and delivery tag of a ``basic.deliver`` method frame's payload."""
+    pos = 4
+    pos += 1 + payload[pos]  # consumer tag
+    tag = int.from_bytes(payload[pos : pos + 8], "big")
+    pos += 9  # delivery tag, redelivered
+    pos += 1 + payload[pos]  # exchange
+    return payload[pos + 1 : pos + 1 + payload[pos]].decode(), tag
 
 
 async def _probe(url: str, stream: str, link: multiprocessing.connection.Connection) -> ProbeResult:
     hist = [0] * HIST_SIZE
     state = {"received": 0, "max": 0.0}
-    connection = await aiormq.connect(url)
+    arrivals: dict[tuple[str, int], float] = {}
+
+    def on_body(now: float, key: str, body: bytes) -> None:
+        found = _SEQ_TS.search(body)
+        if found is not None:
+            lat = now - float(found.group(2))
+            state["max"] = max(state["max"], lat)
+            hist[bucket_of(int(lat * 10_000))] += 1
+            state["received"] += 1
+            arrivals[(key, int(found.group(1)))] = now
+
     try:
-        channel = await connection.channel()
-        await channel.basic_qos(prefetch_count=PREFETCH)
-
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            now = time.time()
-            found = _TS.search(message.body)
-            if found is not None:
-                lat = now - float(found.group(1))
-                state["max"] = max(state["max"], lat)
-                hist[bucket_of(int(lat * 10_000))] += 1
-                state["received"] += 1
-            await channel.basic_ack(message.delivery_tag or 0, wait=False)
-
-        await channel.basic_consume(stream, on_message, arguments={"x-stream-offset": "next"})
+        consumer = await _BareConsumer.connect(url)
+    except (OSError, ConnectionError) as exc:
+        return ProbeResult(0, Histogram(), repr(exc))
+    try:
+        await consumer.consume(stream)
+        reading = asyncio.create_task(consumer.read(on_body))
         link.send("ready")
+        cpu = time.process_time()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, link.poll, 600.0)
-    except (OSError, aiormq.exceptions.AMQPError) as exc:
+        cpu = time.process_time() - cpu
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await reading
+    except (OSError, ConnectionError, asyncio.IncompleteReadError) as exc:
         return ProbeResult(0, Histogram(), repr(exc))
     finally:
-        await connection.close()
+        await consumer.close()
     latency = Histogram(maximum=float(state["max"]))
     latency.counts.update({i: n for i, n in enumerate(hist) if n})
-    return ProbeResult(int(state["received"]), latency)
+    return ProbeResult(int(state["received"]), latency, arrivals=arrivals, cpu_seconds=cpu)
 
 
 def _probe_main(url: str, stream: str, link: multiprocessing.connection.Connection) -> None:

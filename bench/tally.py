@@ -82,6 +82,18 @@ class FleetResult:
     connect_times: list[float] = field(default_factory=list)
     topics: dict[str, TopicTally] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)
+    read_latency: Histogram = field(default_factory=Histogram)
+    """The latency by the clock of the generator's reads instead of the kernel's stamp."""
+    read_lag: Histogram = field(default_factory=Histogram)
+    """Per read: how long after its bytes reached the socket the generator read them."""
+    reported: dict[str, float | None] = field(default_factory=dict)
+    """Latency quantiles (seconds, by ``p50``, ``p99``, ``max``) that a client computed
+    itself instead of filling ``latency`` (the Node client, `bench.nodeclient`)."""
+    share: Histogram = field(default_factory=Histogram)
+    """Per delivery: its receipt here less a bare stream consumer's receipt of the same
+    event (`bench.stream.LatencyProbe`), when the step ran one."""
+    share_negative: int = 0
+    """Deliveries that arrived here before the bare consumer had the event (counted as 0)."""
     opened_at: float = 0.0
     first_event_at: float = 0.0
     last_event_at: float = 0.0
@@ -100,6 +112,11 @@ class FleetResult:
             mine.unique += tally.unique
             mine.duplicates += tally.duplicates
         self.latency.merge(other.latency)
+        self.read_latency.merge(other.read_latency)
+        self.read_lag.merge(other.read_lag)
+        self.share.merge(other.share)
+        self.share_negative += other.share_negative
+        self.reported = self.reported or other.reported
         stamps = [t for t in (self.opened_at, other.opened_at) if t]
         self.opened_at = min(stamps, default=0.0)
         firsts = [t for t in (self.first_event_at, other.first_event_at) if t]
@@ -117,3 +134,15 @@ class FleetResult:
     @property
     def duplicates(self) -> int:
         return sum(t.duplicates for t in self.topics.values())
+
+    def quantile(self, q: float) -> float | None:
+        """The latency under which a fraction ``q`` of the deliveries fall (seconds)."""
+        if self.reported:
+            return self.reported.get(f"p{round(q * 100)}")
+        return self.latency.quantile(q)
+
+    @property
+    def maximum(self) -> float | None:
+        if self.reported:
+            return self.reported.get("max")
+        return self.latency.maximum if self.received else None

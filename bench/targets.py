@@ -1,4 +1,4 @@
-"""The servers under test: hopcast and the three baselines, started and measured alike.
+"""The servers under test: hopcast, the baselines and the reference, started and measured alike.
 
 Each target is a process group started here and ended here. Its CPU time and
 RSS are read from ``/proc`` (through psutil) for the process and all its
@@ -46,7 +46,11 @@ ASGI_SERVERS = (HOPCAST_UVICORN, HOPCAST_GRANIAN)
 SEED_NODE = "seed-node"
 SEED_PYTHON = "seed-python"
 NCHAN = "nchan"
-BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN)
+REFERENCE = "reference"
+"""The physical reference: the least a Python fan-out server does (`bench.baselines.reference`)."""
+REFERENCE_HELD = "reference-50ms"
+"""The same with each connection's writes held 50 ms, hopcast's default ``--coalesce-ms``."""
+BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 
 
 def free_port() -> int:
@@ -341,6 +345,20 @@ class Nchan(Target):
         return [nginx, "-p", str(self._dir), "-c", str(conf)], {}, self._dir
 
 
+class Reference(Target):
+    """The physical reference, fed by HTTP POST as nchan is."""
+
+    publish_over_http = True
+
+    def __init__(self, broker: Broker, run_id: str, *, hold_ms: float = 0.0) -> None:
+        super().__init__(REFERENCE_HELD if hold_ms else REFERENCE, broker, run_id)
+        self.hold_ms = hold_ms
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        argv = [sys.executable, "-m", "bench.baselines.reference", "--port", str(self.port)]
+        return [*argv, "--hold-ms", str(self.hold_ms)], {}, ROOT
+
+
 def make_target(name: str, broker: Broker, run_id: str) -> Target:
     """The target ``name`` stands for (``--target``), not started yet."""
     if name in ASGI_SERVERS:
@@ -351,6 +369,8 @@ def make_target(name: str, broker: Broker, run_id: str) -> Target:
         SEED_NODE: lambda: SeedNode(broker, run_id),
         SEED_PYTHON: lambda: SeedPython(broker, run_id),
         NCHAN: lambda: Nchan(broker, run_id),
+        REFERENCE: lambda: Reference(broker, run_id),
+        REFERENCE_HELD: lambda: Reference(broker, run_id, hold_ms=50),
         f"{NCHAN}-w2": lambda: Nchan(broker, run_id, workers=2),
     }
     make = makers.get(name)

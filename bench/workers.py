@@ -13,7 +13,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from bench.scenarios import Run, Step, brief, fanout, under_limit
+from bench.ladder import under_limit
+from bench.scenarios import Run, Step, brief, fanout
 from bench.targets import Target
 
 
