@@ -26,6 +26,7 @@ from types import TracebackType
 import psutil
 
 from bench.broker import Broker
+from hopcast import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -48,8 +49,9 @@ SEED_PYTHON = "seed-python"
 NCHAN = "nchan"
 REFERENCE = "reference"
 """The physical reference: the least a Python fan-out server does (`bench.baselines.reference`)."""
-REFERENCE_HELD = "reference-50ms"
-"""The same with each connection's writes held 50 ms, hopcast's default ``--coalesce-ms``."""
+REFERENCE_HELD = "reference-held"
+"""The same with each connection's writes held hopcast's default ``--max-write-delay``."""
+REFERENCE_HOLD_MS = float(Settings.model_fields["max_write_delay"].default) * 1000
 BASELINES = (SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 
 
@@ -370,7 +372,7 @@ def make_target(name: str, broker: Broker, run_id: str) -> Target:
         SEED_PYTHON: lambda: SeedPython(broker, run_id),
         NCHAN: lambda: Nchan(broker, run_id),
         REFERENCE: lambda: Reference(broker, run_id),
-        REFERENCE_HELD: lambda: Reference(broker, run_id, hold_ms=50),
+        REFERENCE_HELD: lambda: Reference(broker, run_id, hold_ms=REFERENCE_HOLD_MS),
         f"{NCHAN}-w2": lambda: Nchan(broker, run_id, workers=2),
     }
     make = makers.get(name)

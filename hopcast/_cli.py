@@ -18,7 +18,7 @@ import click
 
 from hopcast._core.errors import CannotStart, ConfigError, Refused
 from hopcast._core.logs import configure_logging
-from hopcast._core.settings import PREFIX, Settings
+from hopcast._core.settings import PREFIX, RETIRED, Settings
 
 log = logging.getLogger("hopcast")
 
@@ -45,6 +45,8 @@ def _serve_flags() -> list[Any]:
                 help=f"{field.description}{shown} [env: {env}]",
             )
         )
+    for name in RETIRED:  # accepted, to be refused with what replaced it (`Settings.from_env`)
+        flags.append(click.option("--" + name.replace("_", "-"), type=str, hidden=True))
     return flags
 
 

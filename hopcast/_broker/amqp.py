@@ -22,7 +22,7 @@ import aiormq
 import aiormq.abc
 from pamqp import commands as spec
 
-from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.base import Message, StartAt
 from hopcast._broker.consumer import StreamConsumer
 from hopcast._core.errors import BrokerUnavailable, PublishNotConfirmed
 from hopcast._core.settings import Settings
@@ -268,10 +268,8 @@ class AmqpBroker:
         if not isinstance(result, spec.Basic.Ack):
             raise PublishNotConfirmed("the broker did not confirm the message")
 
-    def read(
-        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
-    ) -> AmqpReader:
-        return AmqpReader(self, start, purpose, pace)
+    def read(self, start: StartAt, *, purpose: str = "live") -> AmqpReader:
+        return AmqpReader(self, start, purpose)
 
     async def tail(self, *, patient: bool = False) -> int | None:
         """Learn the last offset by reading from ``last`` (the start of the last chunk)."""
@@ -355,10 +353,8 @@ class AmqpReader:
         broker: AmqpBroker,
         start: StartAt | Literal["last"],
         purpose: str,
-        pace: Pace | None = None,
     ) -> None:
         self._broker = broker
-        self._pace = pace
         self._start = _offset_argument(start)
         self._purpose = purpose
         self._consumer: StreamConsumer | None = None
@@ -374,7 +370,6 @@ class AmqpReader:
                 self._start,
                 prefetch=settings.prefetch,
                 timeout=CONNECT_TIMEOUT,
-                pace=self._pace,
             )
 
         self._consumer = await broker._try_urls(consume, self._purpose)

@@ -7,7 +7,7 @@ resume semantics).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,12 +25,6 @@ class Message:
     topic: str
     type: str | None
     body: bytes
-
-
-Pace = Callable[[], float]
-"""Asked after each read of the socket: seconds to leave the socket unread before the
-next (0: read again as soon as data comes). Under load, reading at most once per turn
-of the coalescing window saves the process a wake-up per read."""
 
 
 class Reader(AbstractAsyncContextManager["Reader"], Protocol):
@@ -55,14 +49,12 @@ class Broker(Protocol):
     async def publish(self, topic: str, body: bytes, event: str | None) -> None:
         """Publish and return once the broker confirmed and routed the message."""
 
-    def read(self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None) -> Reader:
+    def read(self, start: StartAt, *, purpose: str = "live") -> Reader:
         """Open a read of the stream from ``start``.
 
         ``purpose`` names the read where an operator sees it (RabbitMQ lists each
         reader's connection by name, and the log level of its connect depends on it);
-        the memory broker has no connections to name, and ignores it. ``pace`` (see
-        `Pace`) spaces the reads of a socket; the memory broker reads no socket, so
-        there is no wake-up to save, and ignores it.
+        the memory broker has no connections to name, and ignores it.
         """
 
     async def tail(self, *, patient: bool = False) -> int | None:

@@ -5,12 +5,9 @@ Reading the stream is the gateway's hot path: every event passes here once.
 the socket's bytes into `Message` values, in batches of whatever one read
 holds, and acknowledges with one ``basic.ack`` (``multiple``) once the hub has
 taken a quarter of the prefetch: the acks are the stream's credit, so an
-unread backlog stops the broker at ``prefetch`` messages. Given a ``pace``
-(`hopcast._broker.base.Pace`), it leaves the socket unread for as long as that asks
-after each read: while the gateway holds writes, until just before the next
-turn. A message it cannot decode (no integer ``x-stream-offset``, a routing
-key or ``type`` that is not UTF-8) is acknowledged, logged and stepped over;
-the read goes on.
+unread backlog stops the broker at ``prefetch`` messages. A message it cannot
+decode (no integer ``x-stream-offset``, a routing key or ``type`` that is not
+UTF-8) is acknowledged, logged and stepped over; the read goes on.
 
 Example::
 
@@ -32,7 +29,7 @@ from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from hopcast._broker import wire
-from hopcast._broker.base import Message, Pace
+from hopcast._broker.base import Message
 from hopcast._core.errors import BrokerUnavailable, FrameError
 
 log = logging.getLogger("hopcast.broker")  # named by layer: module paths are internal
@@ -56,10 +53,8 @@ ACK_SHARE = 4
 class StreamConsumer(asyncio.Protocol):
     """A connection with one channel consuming one stream; iterate it for batches."""
 
-    def __init__(self, name: str, heartbeat: int, pace: Pace | None = None) -> None:
+    def __init__(self, name: str, heartbeat: int) -> None:
         self._name = name
-        self._pace = pace
-        self._resume: asyncio.TimerHandle | None = None
         self._heartbeat = heartbeat
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -86,7 +81,6 @@ class StreamConsumer(asyncio.Protocol):
         *,
         prefetch: int,
         timeout: float = 5.0,
-        pace: Pace | None = None,
     ) -> StreamConsumer:
         """Connect, open a channel and start consuming ``stream`` from ``offset``."""
         parts = urlsplit(url)
@@ -96,7 +90,7 @@ class StreamConsumer(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout):
             _, consumer = await loop.create_connection(
-                lambda: cls(query.get("name", "hopcast"), heartbeat, pace),
+                lambda: cls(query.get("name", "hopcast"), heartbeat),
                 parts.hostname or "localhost",
                 parts.port or (5671 if tls else 5672),
                 ssl=ssl.create_default_context() if tls else None,
@@ -254,11 +248,6 @@ class StreamConsumer(asyncio.Protocol):
         self._rest = buf[pos:] if pos < len(buf) else b""
         if len(self._messages) != before or delivery_tag != self._received_tag:
             self._wake()
-        if self._pace is not None and self._resume is None:
-            pause = self._pace()
-            if pause > 0 and self._transport is not None:
-                self._transport.pause_reading()
-                self._resume = self._loop.call_later(pause, self._read_again)
 
     def _take_frames(self, buf: bytes) -> int:
         """Take every whole frame of ``buf``; return where the partial frame left over starts.
@@ -299,11 +288,6 @@ class StreamConsumer(asyncio.Protocol):
                 self._control(kind, buf[start:end])
         self._delivery = delivery
         return pos
-
-    def _read_again(self) -> None:
-        self._resume = None
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.resume_reading()
 
     def _complete(self, delivery: wire.Delivery) -> None:
         self._received_tag = delivery.tag

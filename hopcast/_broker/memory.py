@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 
-from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.base import Message, StartAt
 from hopcast._core.errors import BrokerUnavailable
 
 READ_BATCH = 512
@@ -80,11 +80,8 @@ class MemoryBroker:
             raise BrokerUnavailable("the memory broker is closed")
         return self._messages[-1].offset if len(self._messages) > self._base else None
 
-    def read(
-        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
-    ) -> _MemoryReader:
-        # ``purpose`` names a connection and ``pace`` spaces a socket's reads: in memory
-        # there is neither (`Broker.read`)
+    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
+        # ``purpose`` names a connection: in memory there is none (`Broker.read`)
         return _MemoryReader(self, start)
 
     def _index_of(self, start: StartAt) -> int:

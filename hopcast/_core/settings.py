@@ -44,7 +44,7 @@ DEFAULT_QUEUE_SIZE = 1000
 DEFAULT_RING_SIZE = 10_000
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_PREFETCH = 1000
-DEFAULT_COALESCE_MS = 50.0
+DEFAULT_MAX_WRITE_DELAY = 0.015
 DEFAULT_AMQP_HEARTBEAT = 10
 DEFAULT_SHUTDOWN_GRACE = 5.0
 DEFAULT_MEMORY_MAX_EVENTS = 1_000_000
@@ -64,6 +64,16 @@ Seconds = Annotated[float, Field(gt=0)]
 Listed = Annotated[tuple[str, ...], NoDecode]
 """A list setting: its variable holds the items separated by commas."""
 
+RETIRED = {
+    "coalesce_ms": (
+        "is retired: writes are held only while that saves CPU the gateway is short of,"
+        f" at most --max-write-delay seconds (HOPCAST_MAX_WRITE_DELAY, default"
+        f" {DEFAULT_MAX_WRITE_DELAY})"
+    ),
+}
+"""Settings that no longer exist, and what replaced them: given one, the gateway stops
+with this message rather than run without what was asked for."""
+
 _ENVIRONMENT: ContextVar[Mapping[str, str] | None] = ContextVar("hopcast_env", default=None)
 
 
@@ -82,6 +92,15 @@ def _reading(env: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         _ENVIRONMENT.reset(token)
+
+
+def _refuse_retired(env: Mapping[str, str], flags: Mapping[str, Any]) -> None:
+    for name, why in RETIRED.items():
+        variable = PREFIX + name.upper()
+        if name in flags:
+            raise ConfigError(f"--{name.replace('_', '-')} {why}")
+        if variable in env:
+            raise ConfigError(f"{variable} {why}")
 
 
 class Settings(BaseSettings):
@@ -124,11 +143,11 @@ class Settings(BaseSettings):
     max_event_bytes: Positive = Field(
         DEFAULT_MAX_EVENT_BYTES, description="largest event body sent or accepted, bytes"
     )
-    coalesce_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
-        DEFAULT_COALESCE_MS,
+    max_write_delay: Annotated[float, Field(ge=0, le=1)] = Field(
+        DEFAULT_MAX_WRITE_DELAY,
         description=(
-            "while the process is busy, hold a client's next write up to this long after"
-            " its last one (less under heavy load: about 10 events' time), ms (0: never)"
+            "while the process is short of CPU and clients get events this often, hold a"
+            " client's next write up to this long after its last one, seconds (0: never)"
         ),
     )
     prefetch: Positive = Field(DEFAULT_PREFETCH, description="stream consumer prefetch (credit)")
@@ -249,6 +268,7 @@ class Settings(BaseSettings):
         A bad value is a `ConfigError` naming the flag or variable it came from, and the value.
         """
         flags = {k: v for k, v in overrides.items() if v is not None and v != ()}
+        _refuse_retired(env, flags)
         try:
             with _reading(env):
                 return cls(**flags)

@@ -89,8 +89,8 @@ class HttpConnection(asyncio.Protocol):
         self.writable: asyncio.Event | None = None
         self.pipelined: deque[tuple[ParsedRequest, Scope, bool]] = deque()
         """Requests read along with the one being answered, answered in turn after it."""
-        self.phase = random.random()
-        """Where in a window its held writes go, as a fraction (`hopcast._http.writes.PHASES`)."""
+        self.held = False
+        """Its write waits in the coalescer (`hopcast._http.writes`)."""
         self.counted = -1
         """The coalescer's sample round this connection was last counted active in."""
 
@@ -348,26 +348,30 @@ class HttpConnection(asyncio.Protocol):
     # -- the sink the hub pushes into ----------------------------------------------------
 
     def flush(self, sub: Subscription) -> None:
-        """Write what is queued now, unless the socket is full or the coalescing window is open.
+        """Write what is queued now, unless the socket is full or writes are held.
 
-        Inside the window the connection is held until its turn (`hopcast._http.writes`):
-        one timer per turn for all, as a timer per connection would cost more
-        than the writes it saves.
+        While the coalescer holds writes (`hopcast._http.writes`), a connection
+        written less than its delay ago waits until the delay after that write.
         """
-        if self.paused or self.transport is None:
+        transport = self.transport
+        if self.paused or self.held or transport is None:
             return
         coalescer = self.server.coalescer
         if self.counted != coalescer.round:
             self.counted = coalescer.round
             coalescer.active += 1
-        window = coalescer.window
-        if window and time.monotonic() - self.last_write < window:
-            coalescer.hold(self)
+        now = time.monotonic()
+        if coalescer.holding and now - self.last_write < coalescer.delay:
+            self.held = True
+            coalescer.hold(self, self.last_write + coalescer.delay, now)
             return
-        self._write(sub.take())
+        transport.write(sub.take())
+        self.last_write = now
 
     def write_held(self, now: float) -> None:
-        """Its turn came (`hopcast._http.writes`): write what is queued, if the socket takes it."""
+        """Its delay is over (`hopcast._http.writes`): write what is queued, if the socket
+        takes it."""
+        self.held = False
         sub, transport = self.sub, self.transport
         if sub is not None and transport is not None and not self.paused:
             chunk = sub.take()

@@ -48,7 +48,7 @@ class StreamServer:
         self._ticker: asyncio.Task[None] | None = None
         self.address: tuple[str, int] | None = None
         self._emptied = asyncio.Event()
-        self.coalescer = Coalescer(self.settings.coalesce_ms, self.settings.workers)
+        self.coalescer = Coalescer(self.settings.max_write_delay, self.settings.workers)
 
     @property
     def hub(self) -> Hub:
@@ -74,7 +74,6 @@ class StreamServer:
         bound = server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         self._ticker = asyncio.create_task(self._tick(), name="hopcast-listener-tick")
-        self.hub.read_pause = self.coalescer.read_pause
 
     async def _tick(self) -> None:
         period = min(TICK, self.settings.heartbeat / 2)

@@ -19,7 +19,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hopcast._broker.base import Broker, Message, Pace, StartAt
+from hopcast._broker.base import Broker, Message, StartAt
 from hopcast._core.errors import BrokerUnavailable, SubscriptionClosed
 from hopcast._core.settings import Settings
 from hopcast._core.sse import encode_message, encode_missed
@@ -59,10 +59,6 @@ class Hub:
         self.tail_hint = -1
         """The stream's tail learned at start-up; fresh subscribers start after it."""
         self.reader_running = False
-        self.read_pause: Pace | None = None
-        """How long the live reader leaves its socket unread after each read (the
-        listener's coalescer sets it: until just before its next turn while it holds
-        writes, else 0)."""
         self.shutting_down = False
         self._ring = Ring(settings.ring_size)
         self._trie: PatternTrie[Subscription] = PatternTrie()
@@ -128,8 +124,7 @@ class Hub:
                     start = await self._learn_tail()
                 else:
                     start = await self._check_reset(start)
-                pace = self._read_pace
-                async with self.broker.read(start, purpose="live", pace=pace) as reader:
+                async with self.broker.read(start, purpose="live") as reader:
                     self.reader_running = True
                     delay = BACKOFF_START
                     first = True
@@ -151,9 +146,6 @@ class Hub:
                 # start there would begin further on, as if retention had taken something.
                 # What comes again is dropped by offset.
                 start = max(0, self.position)
-
-    def _read_pace(self) -> float:
-        return self.read_pause() if self.read_pause is not None else 0.0
 
     async def _dispatch_sliced(self, batch: Sequence[Message]) -> None:
         for i in range(0, len(batch), DISPATCH_SLICE):

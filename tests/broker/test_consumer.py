@@ -215,20 +215,3 @@ async def test_acks_go_once_a_quarter_of_the_credit_is_taken(consumer: StreamCon
     feed(consumer, b"".join(delivery(t, b"x", offset=t) for t in (4, 5)), 1 << 20)
     assert len(await take(consumer)) == 2
     assert sent == [wire.encode_ack(1, 5)]  # one ack for all five
-
-
-async def test_a_paced_consumer_leaves_its_socket_unread_for_the_pause_asked() -> None:
-    pauses = [0.05, 0.0]
-    consumer = StreamConsumer("test", heartbeat=0, pace=lambda: pauses[0])
-    wire_ = Wire()
-    consumer.connection_made(wire_)  # type: ignore[arg-type]
-    consumer.data_received(delivery(1, b"one", offset=1))
-    assert wire_.paused  # the next read waits for the pause
-    consumer.data_received(delivery(2, b"two", offset=2))  # already in flight: still taken
-    assert [m.body for m in await take(consumer)] == [b"one", b"two"]
-    await asyncio.sleep(0.1)
-    assert not wire_.paused
-    pauses[0] = 0.0  # writes go at once again: so do reads
-    consumer.data_received(delivery(3, b"three", offset=3))
-    assert not wire_.paused
-    assert [m.body for m in await take(consumer)] == [b"three"]

@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 
-from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.base import Message, StartAt
 from hopcast._broker.memory import MemoryBroker, _MemoryReader
 from hopcast._core.settings import Settings
 from hopcast._core.topics import Pattern
@@ -44,9 +44,7 @@ class HeldBack(MemoryBroker):
         super().__init__(max_length=max_length)
         self.release = asyncio.Event()
 
-    def read(
-        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
-    ) -> _MemoryReader:
+    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
         return HeldRead(self, start, self.release)
 
 

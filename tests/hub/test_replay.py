@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 
-from hopcast._broker.base import Message, Pace, StartAt
+from hopcast._broker.base import Message, StartAt
 from hopcast._broker.memory import MemoryBroker, _MemoryReader
 from hopcast._core.errors import BrokerUnavailable
 from hopcast._core.settings import Settings
@@ -26,9 +26,7 @@ class CutMidRead(MemoryBroker):
         self.cut = asyncio.Event()
         self.cuts = 0
 
-    def read(
-        self, start: StartAt, *, purpose: str = "live", pace: Pace | None = None
-    ) -> _MemoryReader:
+    def read(self, start: StartAt, *, purpose: str = "live") -> _MemoryReader:
         if purpose == "catch-up" and not self.cuts:
             return CutRead(self, start)
         return super().read(start, purpose=purpose)

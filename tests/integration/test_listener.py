@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -121,13 +122,15 @@ async def test_http_1_0_client_gets_a_closed_connection() -> None:
         writer.close()
 
 
-async def test_a_coalescing_window_delays_but_keeps_every_event(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_held_writes_delay_but_keep_every_event(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="hopcast.http")
     monkeypatch.setattr(coalescing, "BUSY_ON", 0.0)  # as if the process were busy
     monkeypatch.setattr(coalescing, "FILL_ON", 0.0)  # and its connections too
-    async with serve_in_loop(settings_for("memory", coalesce_ms=30, heartbeat=0.2)) as gw:
-        await asyncio.sleep(0.3)  # a sweep turns the window on
+    async with serve_in_loop(settings_for("memory", max_write_delay=0.03, heartbeat=0.2)) as gw:
+        await asyncio.sleep(0.3)  # a sample turns holding on
+        assert "writes held up to 30 ms" in caplog.text
         async with Listener(f"{gw.url}/events/c.*") as a, Listener(f"{gw.url}/events/c.1") as b:
             for sub in (a, b):
                 await sub.wait_started()

@@ -46,6 +46,9 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         (["--public", "a..b"], {}, ["--public", "'a..b'", "empty word"]),
         # with workers too: judged before any starts, not by each worker, again and again
         (["--workers", "2", "--jwt-secret", "short"], {"HOPCAST_AUTH": "jwt"}, ["--jwt-secret"]),
+        # retired: says what replaced it, rather than run without what was asked for
+        (["--coalesce-ms", "20"], {}, ["--coalesce-ms is retired", "--max-write-delay"]),
+        ([], {"HOPCAST_COALESCE_MS": "0"}, ["HOPCAST_COALESCE_MS is retired", "max-write-delay"]),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "hopcast", "serve", *args],

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pika
 import pytest
 
 from hopcast._broker import amqp
 from hopcast._broker.amqp import AmqpBroker
-from hopcast._broker.consumer import StreamConsumer
 from hopcast._http import writes as coalescing
 from tests.support.brokers import LateToDeliver, publish_counted_history
 from tests.support.clients import Listener
@@ -60,23 +60,14 @@ async def test_a_resume_placed_while_the_ring_fills_hears_of_events_retention_to
     )
 
 
-async def test_with_writes_held_the_live_reader_reads_once_per_turn_and_loses_nothing(
-    names: Names, monkeypatch: pytest.MonkeyPatch
+async def test_with_writes_held_every_event_arrives_in_order_once(
+    names: Names, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Busy enough to hold writes (forced here), the gateway reads the stream just before
-    each turn of the window: events arrive in bursts on a paused socket, all of them, in
-    order, once."""
+    """Busy enough to hold writes (forced here), events from the real stream still arrive,
+    all of them, in order, once, each connection's in writes at most the delay apart."""
     monkeypatch.setattr(coalescing, "should_hold", lambda busy, fill, holding: True)
-    resumed = 0
-    read_again = StreamConsumer._read_again
-
-    def counted(self: StreamConsumer) -> None:
-        nonlocal resumed
-        resumed += 1
-        read_again(self)
-
-    monkeypatch.setattr(StreamConsumer, "_read_again", counted)
-    settings = settings_for("amqp", names, coalesce_ms=40)
+    caplog.set_level(logging.INFO, logger="hopcast.http")
+    settings = settings_for("amqp", names, max_write_delay=0.04)
     async with (
         serve_in_loop(settings) as gw,
         Listener(f"{gw.url}/events/p.%23") as sub,
@@ -89,4 +80,4 @@ async def test_with_writes_held_the_live_reader_reads_once_per_turn_and_loses_no
             await asyncio.sleep(0.005)
         events = await sub.wait_for(200)
     assert [e.data for e in events] == [str(n) for n in range(200)]
-    assert resumed > 0  # the socket was left unread between turns
+    assert "writes held up to 40 ms" in caplog.text
