@@ -351,7 +351,8 @@ class HttpConnection(asyncio.Protocol):
         """Write what is queued now, unless the socket is full or writes are held.
 
         While the coalescer holds writes (`hopcast._http.writes`), a connection
-        written less than its delay ago waits until the delay after that write.
+        written less than the delay ago waits the delay: its first held event
+        waits no longer, and every event that comes meanwhile joins its write.
         """
         transport = self.transport
         if self.paused or self.held or transport is None:
@@ -363,7 +364,7 @@ class HttpConnection(asyncio.Protocol):
         now = time.monotonic()
         if coalescer.holding and now - self.last_write < coalescer.delay:
             self.held = True
-            coalescer.hold(self, self.last_write + coalescer.delay, now)
+            coalescer.hold(self, now + coalescer.delay, now)
             return
         transport.write(sub.take())
         self.last_write = now

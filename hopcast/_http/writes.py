@@ -5,8 +5,8 @@ kernel's send); several events in one write cost a fraction each. Holding a
 write pays only when both are true: the process uses a good share of a core,
 and its connections get events often enough that waiting ``--max-write-delay``
 gathers more than one. While both hold (sampled every `LOAD_SAMPLE`), a
-connection written less than the delay ago is held until the delay after its
-last write, and its events go in one write then. Otherwise every event is
+connection written less than the delay ago is held for the delay, and the
+events that come meanwhile go in one write with the first. Otherwise every event is
 written as soon as it is read: a read from the broker already brings natural
 batches. No event waits longer than the delay (plus a millisecond's timer).
 

@@ -120,9 +120,9 @@ async def test_an_unheld_connection_writes_every_event_at_once() -> None:
     assert server.coalescer.held == 0
 
 
-async def test_a_held_connection_writes_once_the_delay_after_its_last_write() -> None:
-    """The first event goes at once; the next two wait for the delay after it and go in
-    one write, and never later than the delay (plus the millisecond slot)."""
+async def test_a_held_connection_writes_once_the_delay_after_the_first_held_event() -> None:
+    """The first event goes at once; the second, written just after, waits the delay,
+    and the third joins its write: one write, the delay (plus the millisecond slot) later."""
     server, [conn], [recorder] = _connections(1)
     coalescer = server.coalescer
     coalescer.holding = True
