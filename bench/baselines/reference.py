@@ -9,7 +9,7 @@ this machine's Python can deliver, which no gateway written in it can pass.
 With ``--hold-ms N`` the callback runs once every N ms instead, so that each
 connection gets one write per window, as a gateway's write coalescing gives it.
 Fed by the benchmark's publisher over HTTP, as nchan is. Run:
-``python -m bench.baselines.reference --port 8080 [--hold-ms 50]``.
+``python -m bench.baselines.reference --port 8080 [--hold-ms 15]``.
 """
 
 from __future__ import annotations
