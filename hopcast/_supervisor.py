@@ -70,6 +70,8 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
 
 
 def _warn_about(settings: Settings) -> None:
+    for note in settings.former_names_used:
+        log.warning("%s; the former name still works", note)
     if settings.broker[0].startswith("memory:"):
         log.warning("using the embedded memory:// broker: events live in this process only")
 
