@@ -26,7 +26,8 @@ log = logging.getLogger("hopcast.queue")  # named by layer: module paths are int
 DECLARE_PAUSE_MAX = 5.0
 
 
-def _names(settings: Settings) -> list[str]:
+def queue_names(settings: Settings) -> list[str]:
+    """The ``--queue`` names, each checked (`ConfigError` naming a bad one), without repeats."""
     names = []
     for text in settings.queue:
         try:
@@ -42,7 +43,7 @@ class WorkQueues:
     def __init__(self, tasks: TaskBroker | None, settings: Settings) -> None:
         secret = settings.lease_secret.get_secret_value() if settings.lease_secret else None
         self.signer = LeaseSigner(secret.encode() if secret else None)
-        names = _names(settings)
+        names = queue_names(settings)
         if names and tasks is None:
             raise ConfigError("--queue: this broker has no work queues")
         self._tasks = tasks
