@@ -62,6 +62,7 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
         await stop.wait()
         log.info("shutting down: ending streams, %.1f s of grace", settings.shutdown_grace)
         server.begin_shutdown()
+        app.state.queues.begin_shutdown()
         await server.wait_closed(settings.shutdown_grace)
         if reporting is not None and tally is not None:
             reporting.cancel()

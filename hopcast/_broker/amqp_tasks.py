@@ -105,8 +105,13 @@ class AmqpTasks:
         try:
             async with asyncio.timeout(DECLARE_TIMEOUT):
                 opened = AmqpChannel(await self._channel(), queue)
-                if prefetch is not None:
-                    await opened.consume(prefetch)
+                try:
+                    if prefetch is not None:
+                        await opened.consume(prefetch)
+                except BaseException:
+                    # not handed to anyone: closed, so that nothing waits on it unacknowledged
+                    _close_soon(opened)
+                    raise
                 return opened
         except TimeoutError as exc:
             raise BrokerUnavailable(f"opening a channel on {queue} got no answer") from exc
@@ -152,6 +157,15 @@ class AmqpTasks:
             finally:
                 await channel.aclose()
         return moved
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(channel: AmqpChannel) -> None:
+    task = asyncio.get_running_loop().create_task(channel.aclose())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
 
 
 def _tag(message: aiormq.abc.DeliveredMessage) -> int:

@@ -32,6 +32,7 @@ from hopcast._http.streaming import StreamHead
 from hopcast._http.task_stream import TaskStreamResponse
 from hopcast._queue.names import parse_queue_name
 from hopcast._queue.queues import WorkQueues
+from hopcast._queue.stream import TaskStream
 from hopcast._queue.work import Action, WorkQueue
 from hopcast._rights.limits import RateLimiter, retry_after
 from hopcast._rights.principals import QueueAction
@@ -231,7 +232,7 @@ async def task_stream(request: Request) -> Response:
     queue, owner = _queue(request, "consume")
     if request.method == "HEAD":
         return StreamHead()  # checked as a GET is; nothing to stream
-    return TaskStreamResponse(queue.stream(prefetch, owner, seconds), settings)
+    return TaskStreamResponse(TaskStream(queue, prefetch, owner, seconds), settings)
 
 
 async def receive(request: Request) -> Response:

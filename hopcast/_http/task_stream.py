@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from hopcast._core.errors import SubscriptionClosed
 from hopcast._core.settings import Settings
-from hopcast._core.sse import encode_heartbeat, encode_preamble
+from hopcast._core.sse import encode_heartbeat, encode_preamble, encode_retry
 from hopcast._http.streaming import SEND_TIMEOUT, SSE_HEADERS
-from hopcast._queue.work import TaskStream
+from hopcast._queue.stream import TaskStream
 
 
 def encode_task(task: dict[str, Any]) -> bytes:
@@ -51,6 +53,11 @@ class TaskStreamResponse(Response):
             while True:
                 task = await self.stream.next(self.settings.heartbeat)
                 await _write(send, encode_heartbeat(None) if task is None else encode_task(task))
+        except SubscriptionClosed:  # shutting down: come back a little later, spread out
+            spread = int(self.settings.retry * random.uniform(1.0, 3.0))
+            with contextlib.suppress(OSError, TimeoutError):
+                await _write(send, encode_retry(spread))
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (asyncio.CancelledError, OSError, TimeoutError):
             pass  # the client left (or stalled): its unsettled tasks go back below
         finally:

@@ -76,6 +76,8 @@ class LeaseSigner:
             payload, given = _unb64(head), _unb64(signature)
         except (binascii.Error, ValueError):
             raise InvalidLease(f"not a lease token: {token!r}") from None
+        if (_b64(payload), _b64(given)) != (head, signature):  # one spelling per token
+            raise InvalidLease(f"not a lease token: {token!r}")
         if len(payload) != _PAYLOAD.size or not hmac.compare_digest(
             given, self._signature(queue, payload)
         ):

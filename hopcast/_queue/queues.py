@@ -69,6 +69,11 @@ class WorkQueues:
             raise UnknownQueue(f"no work queue {name!r} here (start the gateway with --queue)")
         return queue
 
+    def begin_shutdown(self) -> None:
+        """End every task stream (each gives back what it holds) and take no more."""
+        for queue in self._queues.values():
+            queue.closing.set()
+
     async def __aenter__(self) -> WorkQueues:
         """Declare the queues in the background, retrying while the broker is away."""
         if self._queues:

@@ -92,6 +92,8 @@ class WorkQueue:
         self._pull: TaskChannel | None = None
         self._pull_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
+        self.closing = asyncio.Event()
+        """Set when the gateway shuts down: its task streams end."""
 
     @property
     def leased(self) -> int:
@@ -231,14 +233,18 @@ class WorkQueue:
             for delivery in done.result():
                 self.grant(channel, delivery, owner, seconds)
 
-    # -- stream --------------------------------------------------------------------
-
-    def stream(self, prefetch: int, owner: str | None, seconds: float) -> TaskStream:
-        """A competing consumer for one connection; close it to give back what it holds."""
-        return TaskStream(self, prefetch, owner, seconds)
+    # -- stream (`hopcast._queue.stream`) ----------------------------------------------
 
     async def open_channel(self, prefetch: int) -> TaskChannel:
         return await self._tasks.channel(self.amqp, prefetch)
+
+    def close_orphan(self, opening: asyncio.Future[TaskChannel]) -> None:
+        """Close a channel no one waits for any more (what it was sent goes back)."""
+        if opening.cancelled() or opening.exception() is not None:
+            return
+        task = asyncio.get_running_loop().create_task(opening.result().aclose())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- dead letters ----------------------------------------------------------------
 
@@ -313,52 +319,3 @@ class WorkQueue:
 def _wall(at: float) -> float:
     """A loop time as a wall-clock time."""
     return time.time() + (at - asyncio.get_running_loop().time())
-
-
-class TaskStream:
-    """One connection's competing consumer: tasks as they come, ``None`` when idle a while.
-
-    It reopens its channel after a broker outage (its leases were lost with the
-    old one), and closing it gives back every task it has not settled.
-    """
-
-    RECONNECT_PAUSE = 1.0
-
-    def __init__(self, queue: WorkQueue, prefetch: int, owner: str | None, seconds: float) -> None:
-        self._queue = queue
-        self._prefetch = prefetch
-        self._owner = owner
-        self._seconds = seconds
-        self._channel: TaskChannel | None = None
-
-    async def next(self, idle: float) -> dict[str, Any] | None:
-        """The next task, leased; None after ``idle`` seconds without one (a heartbeat's turn)."""
-        try:
-            async with asyncio.timeout(idle):
-                channel, delivery = await self._next_delivery()
-        except TimeoutError:
-            return None
-        return self._queue.grant(channel, delivery, self._owner, self._seconds)
-
-    async def _next_delivery(self) -> tuple[TaskChannel, Delivery]:
-        while True:
-            channel = self._channel
-            try:
-                if channel is None:
-                    channel = self._channel = await self._queue.open_channel(self._prefetch)
-                return channel, await channel.next()
-            except BrokerUnavailable as exc:
-                log.info(
-                    "a task stream of %s lost its channel (%s); reopening", self._queue.name, exc
-                )
-                self._channel = None
-                if channel is not None:
-                    self._queue.forget(channel)
-                    await channel.aclose()
-                await asyncio.sleep(self.RECONNECT_PAUSE)
-
-    async def aclose(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            self._queue.forget(channel)
-            await channel.aclose()

@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from tests.support.gateways import serve_in_loop, settings_for
 from tests.support.queues import (
+    TaskReader,
     delete_queues,
     enqueue,
     fresh_queue_name,
@@ -224,3 +226,22 @@ async def test_a_full_queue_refuses_with_503(broker_kind: str, names: Names, que
         accepted = {a.json()["id"] for a in answers if a.status_code == 202}
         taken = await receive(http, queue, max=5, wait=1)
         assert {t["id"] for t in taken} == accepted
+
+
+@pytest.mark.parametrize("server", ["native", "uvicorn"])
+async def test_a_task_stream_ends_at_shutdown_and_gives_its_tasks_back(server: str) -> None:
+    """On the gateway's own listener and mounted in an ASGI server alike."""
+    settings = settings_for("memory", queue=("mail",))
+    async with (
+        serve_in_loop(settings, server=server) as gateway,
+        httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+    ):
+        task_id = await enqueue(http, "mail", b"x")
+        async with http.stream("GET", "/queues/mail", params={"lease": 600}) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            reader = TaskReader(response)
+            assert (await reader.next())["id"] == task_id
+            gateway.app.state.queues.begin_shutdown()
+            assert (await reader.rest()).startswith(b"retry: ")
+        [back] = await receive(http, "mail")
+        assert (back["id"], back["redelivered"]) == (task_id, True)

@@ -77,7 +77,9 @@ async def stream_worker(http: httpx.AsyncClient, queue: str, ledger: Ledger) -> 
             while True:
                 task = await stream.next()
                 ledger.took(task)
-                if acks and acks % DROP_EVERY == 0:
+                # drop only while plenty are left: a worker waiting for tasks to hold would
+                # wait for ever near the end
+                if acks and acks % DROP_EVERY == 0 and len(ledger.acked) < TASKS - 200:
                     held = [task] + [await stream.next() for _ in range(PREFETCH - 1)]
                     for other in held[1:]:
                         ledger.took(other)

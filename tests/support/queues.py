@@ -96,6 +96,10 @@ class TaskReader:
                 self._ready.append(task)
         return self._ready.pop(0)
 
+    async def rest(self) -> bytes:
+        """Whatever the stream sends until it ends."""
+        return b"".join([chunk async for chunk in self._chunks])
+
 
 @contextlib.asynccontextmanager
 async def task_stream(
