@@ -112,10 +112,9 @@ async def serve_asgi(app: ASGIApp, *, gateway: Starlette | None = None) -> Async
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        state = gateway.state if gateway is not None else None
-        if getattr(state, "hub", None) is not None:
-            state.hub.begin_shutdown()
-            state.queues.begin_shutdown()
+        if gateway is not None and getattr(gateway.state, "hub", None) is not None:
+            gateway.state.hub.begin_shutdown()
+            gateway.state.queues.begin_shutdown()
         uv.should_exit = True
         await task
 
