@@ -27,14 +27,14 @@ from hopcast._core.errors import BrokerUnavailable, InvalidInput, NotStarted
 from hopcast._core.settings import Settings
 from hopcast._http.params import once, token
 from hopcast._http.problems import problem
-from hopcast._http.routes import rate_key, read_body
+from hopcast._http.routes import over_rate, read_body
 from hopcast._http.streaming import StreamHead
 from hopcast._http.task_stream import TaskStreamResponse
 from hopcast._queue.names import parse_queue_name
 from hopcast._queue.queues import WorkQueues
 from hopcast._queue.stream import TaskStream
 from hopcast._queue.work import Action, WorkQueue
-from hopcast._rights.limits import RateLimiter, retry_after
+from hopcast._rights.limits import retry_after
 from hopcast._rights.principals import QueueAction
 from hopcast._rights.tokens import Authorizer
 
@@ -207,15 +207,9 @@ async def enqueue(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     queue, owner = _queue(request, "enqueue")
     kind = _task_type(request)
-    limiter: RateLimiter = request.app.state.limiter
-    wait = limiter.check(rate_key(request, owner, token(request, request.app.state.auth)))
-    if wait > 0:
-        return problem(
-            429,
-            "Too many requests",
-            f"enqueue rate above {settings.publish_rate:g}/s; retry later",
-            headers={"Retry-After": retry_after(wait)},
-        )
+    too_many = over_rate(request, owner, token(request, request.app.state.auth), "enqueue")
+    if too_many is not None:
+        return too_many
     body = await _body(request, settings)
     task_id = uuid.uuid4().hex
     try:

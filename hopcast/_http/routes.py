@@ -168,7 +168,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def rate_key(request: Request, subject: str | None, bearer: str | None) -> str:
+def over_rate(
+    request: Request, subject: str | None, bearer: str | None, what: str
+) -> Response | None:
+    """The 429 for a publish or an enqueue over ``--publish-rate``, or None."""
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.check(_rate_key(request, subject, bearer))
+    if wait <= 0:
+        return None
+    rate = request.app.state.settings.publish_rate
+    return problem(
+        429,
+        "Too many requests",
+        f"{what} rate above {rate:g}/s; retry later",
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
+def _rate_key(request: Request, subject: str | None, bearer: str | None) -> str:
     """Whose rate a publish or an enqueue counts toward: the token's subject, the token, or
     the client's address."""
     if subject:
@@ -186,15 +203,9 @@ async def publish(request: Request) -> Response:
         check_event_name(event)
     bearer = token(request, auth)
     principal = auth.authorize_publish(bearer, topic)
-    limiter: RateLimiter = request.app.state.limiter
-    wait = limiter.check(rate_key(request, principal.subject if principal else None, bearer))
-    if wait > 0:
-        return problem(
-            429,
-            "Too many requests",
-            f"publish rate above {settings.publish_rate:g}/s; retry later",
-            headers={"Retry-After": retry_after(wait)},
-        )
+    too_many = over_rate(request, principal.subject if principal else None, bearer, "publish")
+    if too_many is not None:
+        return too_many
     try:
         body = await read_body(request, settings.max_event_bytes)
     except ClientDisconnect:  # a truncated or malformed body: no traceback per hostile client

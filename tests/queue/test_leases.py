@@ -15,9 +15,7 @@ import pytest
 from tests.support.gateways import serve_in_loop, settings_for
 from tests.support.queues import (
     TaskReader,
-    delete_queues,
     enqueue,
-    fresh_queue_name,
     queue_gateway,
     receive,
     settle,
@@ -26,15 +24,6 @@ from tests.support.queues import (
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def queue(broker_kind: str) -> AsyncIterator[str]:
-    """A work queue name of this test's own (its RabbitMQ queues deleted afterwards)."""
-    name = fresh_queue_name()
-    yield name
-    if broker_kind == "amqp":
-        await delete_queues([name])
 
 
 @pytest.fixture

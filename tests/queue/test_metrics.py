@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.test_metrics import promtool_check
 from tests.support.queues import (
-    delete_queues,
     enqueue,
-    fresh_queue_name,
     queue_gateway,
     receive,
     settle,
@@ -20,14 +16,6 @@ from tests.support.queues import (
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def queue(broker_kind: str) -> AsyncIterator[str]:
-    name = fresh_queue_name()
-    yield name
-    if broker_kind == "amqp":
-        await delete_queues([name])
 
 
 def figures(text: str, queue: str) -> dict[str, float]:

@@ -149,14 +149,6 @@ def check(ledger: Ledger, ids: dict[str, int]) -> None:
             assert (task["deliveries"], task["redelivered"]) == (number, number > 1), task
 
 
-@pytest.fixture
-async def queue(broker_kind: str) -> AsyncIterator[str]:
-    name = fresh_queue_name()
-    yield name
-    if broker_kind == "amqp":
-        await delete_queues([name])
-
-
 async def test_many_workers_do_every_task(broker_kind: str, names: Names, queue: str) -> None:
     async with queue_gateway(broker_kind, names, queue, queue_delivery_limit=50, **FAST) as gateway:
         ids = await enqueue_all(gateway.url, queue, TASKS)

@@ -6,18 +6,16 @@ its dead letters) are deleted afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiormq
 import httpx
 
 from tests.support.gateways import Gateway, serve_in_loop, settings_for
-from tests.support.rabbitmq import AMQP_URL, Names
+from tests.support.rabbitmq import Names, delete
 from tests.support.sse import EventStream
 
 
@@ -25,23 +23,9 @@ def fresh_queue_name() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
 
 
-async def delete_queues(names: list[str], url: str = AMQP_URL) -> None:
-    """Delete the RabbitMQ queues of these work queues, waiting for RabbitMQ if a test
-    restarted it."""
-    for _ in range(60):
-        try:
-            conn = await aiormq.connect(url)
-        except (OSError, aiormq.exceptions.AMQPError):
-            await asyncio.sleep(1)
-            continue
-        try:
-            channel = await conn.channel()
-            for name in names:
-                await channel.queue_delete(f"hopcast.q.{name}")
-                await channel.queue_delete(f"hopcast.q.{name}.dead")
-        finally:
-            await conn.close()
-        return
+async def delete_queues(names: list[str]) -> None:
+    """Delete the RabbitMQ queues of these work queues (and their dead letters)."""
+    await delete([f"hopcast.q.{n}{suffix}" for n in names for suffix in ("", ".dead")])
 
 
 @contextlib.asynccontextmanager
