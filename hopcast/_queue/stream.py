@@ -62,13 +62,15 @@ class TaskStream:
                     channel = self._channel = await self._open()
                 return channel, await channel.next()
             except BrokerUnavailable as exc:
-                log.info(
-                    "a task stream of %s lost its channel (%s); reopening", self._queue.name, exc
-                )
                 self._channel = None
-                if channel is not None:
+                if channel is not None:  # said once per outage; the retries at DEBUG
+                    log.info("a task stream of %s lost its channel: %s", self._queue.name, exc)
                     self._queue.forget(channel)
                     await channel.aclose()
+                else:
+                    log.debug(
+                        "a task stream of %s cannot open a channel: %s", self._queue.name, exc
+                    )
                 await asyncio.sleep(self.RECONNECT_PAUSE)
 
     async def _open(self) -> TaskChannel:

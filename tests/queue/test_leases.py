@@ -15,7 +15,10 @@ import pytest
 from tests.support.gateways import serve_in_loop, settings_for
 from tests.support.queues import (
     TaskReader,
+    declare_classic,
+    delete_queues,
     enqueue,
+    fresh_queue_name,
     queue_gateway,
     receive,
     settle,
@@ -234,3 +237,23 @@ async def test_a_task_stream_ends_at_shutdown_and_gives_its_tasks_back(server: s
             assert (await reader.rest()).startswith(b"retry: ")
         [back] = await receive(http, "mail")
         assert (back["id"], back["redelivered"]) == (task_id, True)
+
+
+@pytest.mark.usefixtures("rabbitmq")
+async def test_a_queue_that_exists_with_other_arguments_is_used_as_it_is(
+    names: Names, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = fresh_queue_name()
+    try:
+        await declare_classic(f"hopcast.q.{queue}")
+        async with (
+            queue_gateway("amqp", names, queue) as gateway,
+            httpx.AsyncClient(base_url=gateway.url, timeout=60) as http,
+        ):
+            assert f"queue 'hopcast.q.{queue}' exists with other arguments" in caplog.text
+            task_id = await enqueue(http, queue, b"x")
+            [task] = await receive(http, queue, wait=20)
+            assert task["id"] == task_id
+            assert (await settle(http, queue, "ack", task["lease"])).status_code == 200
+    finally:
+        await delete_queues([queue])

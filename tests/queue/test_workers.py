@@ -184,7 +184,10 @@ async def _restart_run(names: Names, queue: str) -> None:
             held = (await http.post(f"/queues/{queue}/receive", params={"max": 5})).json()["tasks"]
             assert len(held) == 5
             async with rabbitmq_stopped():
-                pass
+                refused = await http.post(f"/queues/{queue}", content=b"while away")
+                assert refused.status_code == 503, refused.text
+                assert refused.headers["retry-after"]
+                assert (await http.post(f"/queues/{queue}/receive")).status_code == 503
             for task in held:  # granted before the restart: lost with their channel
                 answer = await settle(http, queue, "ack", task["lease"])
                 assert answer.status_code == 409, answer.text

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiormq
 import httpx
 
 from tests.support.gateways import Gateway, serve_in_loop, settings_for
-from tests.support.rabbitmq import Names, delete
+from tests.support.rabbitmq import AMQP_URL, Names, delete
 from tests.support.sse import EventStream
 
 
@@ -26,6 +27,16 @@ def fresh_queue_name() -> str:
 async def delete_queues(names: list[str]) -> None:
     """Delete the RabbitMQ queues of these work queues (and their dead letters)."""
     await delete([f"hopcast.q.{n}{suffix}" for n in names for suffix in ("", ".dead")])
+
+
+async def declare_classic(queue: str, url: str = AMQP_URL) -> None:
+    """Declare ``queue`` as a classic queue, as someone else might have before the gateway."""
+    conn = await aiormq.connect(url)
+    try:
+        channel = await conn.channel()
+        await channel.queue_declare(queue, durable=True)
+    finally:
+        await conn.close()
 
 
 @contextlib.asynccontextmanager
