@@ -337,7 +337,7 @@ class Settings(BaseSettings):
         out = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None:
+            if value is None or name == "queue_size":  # its value is the subscriber buffer's
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
