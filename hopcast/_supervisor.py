@@ -71,8 +71,6 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
 
 
 def _warn_about(settings: Settings) -> None:
-    for note in settings.former_names_used:
-        log.warning("%s; the former name still works", note)
     if settings.broker[0].startswith("memory:"):
         log.warning("using the embedded memory:// broker: events live in this process only")
 
@@ -88,6 +86,8 @@ def _worker(settings: Settings, sock: socket.socket, reports: Reports, slot: int
 
 def run(settings: Settings) -> None:
     """Run the gateway: in this process, or as ``settings.workers`` processes on one port."""
+    for note in settings.former_names_used:  # said here: workers get the new names
+        log.warning("%s; the former name still works", note)
     if settings.workers == 1:
         serve_here(settings)
         return
