@@ -170,10 +170,10 @@ def _queues(request: Request) -> WorkQueues:
 def _queue(request: Request, action: QueueAction) -> tuple[WorkQueue, str | None]:
     """The queue the path names and the principal's subject (who owns its leases), checked."""
     name = parse_queue_name(request.path_params["name"])
-    queue = _queues(request).get(name)
     auth: Authorizer = request.app.state.auth
-    principal = auth.authorize_queue(token(request, auth), action, queue.name)
-    return queue, principal.subject if principal is not None else None
+    # rights first: which queues exist is no one's business but those who may use them
+    principal = auth.authorize_queue(token(request, auth), action, name)
+    return _queues(request).get(name), principal.subject if principal is not None else None
 
 
 def _unavailable(settings: Settings, what: str, exc: BrokerUnavailable) -> Response:
