@@ -148,7 +148,7 @@ class Settings(BaseSettings):
         " consumer_timeout)",
     )
     lease_secret: SecretStr | None = Field(
-        None, description="key that signs lease tokens (unset: a random key per start)"
+        None, description="key that signs lease tokens, 32+ bytes (unset: a random key per start)"
     )
     ring_size: Annotated[int, Field(ge=0)] = Field(
         DEFAULT_RING_SIZE, description="latest events kept in memory for resumes"
@@ -263,6 +263,13 @@ class Settings(BaseSettings):
         if not 0 < len(name.encode()) <= 255 or any(c in name for c in "\r\n\x00"):
             raise ValueError("1-255 bytes, no line breaks")
         return name
+
+    @field_validator("lease_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("at least 32 bytes: it signs every lease token")
+        return secret
 
     @field_validator("trusted_proxy")
     @classmethod

@@ -31,3 +31,10 @@ def test_the_former_name_of_the_subscriber_buffer_still_works_with_a_note() -> N
     assert Settings.from_env({}).former_names_used == []
     rebuilt = Settings.from_env(former.to_env())  # as worker processes get them: no note
     assert (rebuilt.subscriber_buffer, rebuilt.former_names_used) == (16, [])
+
+
+def test_a_lease_secret_is_long_enough_and_never_shown() -> None:
+    with pytest.raises(ConfigError, match="at least 32 bytes") as refused:
+        Settings.from_env({"HOPCAST_LEASE_SECRET": "short"})
+    assert "short" not in str(refused.value)
+    assert Settings.from_env({"HOPCAST_LEASE_SECRET": "k" * 32}).lease_secret is not None
