@@ -29,6 +29,7 @@ Result = Literal["ok", "lost", "forbidden"]
 PULL_PAUSE_FIRST = 0.05
 PULL_PAUSE_MAX = 0.5
 """Seconds between two looks at an empty queue while a pull waits (doubling from the first)."""
+_OUTCOMES: dict[Action, Outcome] = {"ack": "ack", "nack": "requeue", "reject": "dead"}
 DEPTH_TIMEOUT = 2.0
 """Seconds a scrape waits for a queue's depth."""
 _GENERATIONS = itertools.count(1)
@@ -302,8 +303,8 @@ class WorkQueue:
             left = lease.cap - asyncio.get_running_loop().time()
             self._give_back_later(lease, max(0.0, min(delay, left)))
             return "ok"
-        outcome: Outcome = {"ack": "ack", "nack": "requeue"}.get(action, "dead")  # type: ignore[assignment]
-        return "ok" if await self._settle_delivery(lease, outcome) else "lost"
+        ok = await self._settle_delivery(lease, _OUTCOMES[action])
+        return "ok" if ok else "lost"
 
     async def aclose(self) -> None:
         """Give back what the pull channel holds, and stop the delayed give-backs."""
