@@ -73,6 +73,7 @@ def serve(**flags: Any) -> None:
         settings = Settings.from_env(os.environ, **flags)
     except ConfigError as exc:
         raise _BadSetting(str(exc)) from None
+    _check_queues(settings)
     configure_logging(settings)
     if settings.workers > 1:
         _check_rights(settings)
@@ -83,6 +84,16 @@ def serve(**flags: Any) -> None:
     except CannotStart as exc:  # good settings, but not here or not now: an address in use
         raise click.ClickException(str(exc)) from None
     except ConfigError as exc:  # a value judged as the gateway starts (keys, patterns)
+        raise _BadSetting(str(exc)) from None
+
+
+def _check_queues(settings: Settings) -> None:
+    """Judge the queue names before anything starts or logs."""
+    from hopcast._queue.queues import queue_names
+
+    try:
+        queue_names(settings)
+    except ConfigError as exc:
         raise _BadSetting(str(exc)) from None
 
 

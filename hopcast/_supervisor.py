@@ -62,6 +62,7 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
         await stop.wait()
         log.info("shutting down: ending streams, %.1f s of grace", settings.shutdown_grace)
         server.begin_shutdown()
+        app.state.queues.begin_shutdown()
         await server.wait_closed(settings.shutdown_grace)
         if reporting is not None and tally is not None:
             reporting.cancel()
@@ -85,6 +86,8 @@ def _worker(settings: Settings, sock: socket.socket, reports: Reports, slot: int
 
 def run(settings: Settings) -> None:
     """Run the gateway: in this process, or as ``settings.workers`` processes on one port."""
+    for note in settings.former_names_used:  # said here: workers get the new names
+        log.warning("%s; the former name still works", note)
     if settings.workers == 1:
         serve_here(settings)
         return

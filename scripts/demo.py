@@ -1,4 +1,5 @@
-"""Run the gateway and show it working: subscribe, publish, watch the events arrive.
+"""Run the gateway and show it working: subscribe, publish, watch the events arrive; then a
+work queue: enqueue tasks, take them, acknowledge them.
 
 Uses RabbitMQ at localhost:5672 when it answers, else says so and uses the
 embedded memory:// broker. Listens on --port, else HOPCAST_PORT, else 8080, and
@@ -24,6 +25,7 @@ from hopcast import Client, Event
 
 AMQP = "amqp://guest:guest@localhost:5672/"
 HOST = "127.0.0.1"
+QUEUE = "demo.tasks"
 
 
 def rabbitmq_answers() -> bool:
@@ -92,6 +94,22 @@ async def show(url: str) -> None:
         await task
 
 
+async def show_queue(url: str) -> None:
+    """A work queue's round trip over plain HTTP: enqueue, take (leased), acknowledge."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        print(f"work queue {QUEUE}:")
+        for name in ("ann", "bob"):
+            await http.post(f"/queues/{QUEUE}", params={"type": "email"}, json={"to": name})
+            print(f"  enqueued: POST {url}/queues/{QUEUE}?type=email")
+        answer = await http.post(f"/queues/{QUEUE}/receive", params={"max": 10, "wait": 5})
+        tasks = answer.json()["tasks"]
+        for task in tasks:
+            print(f"  leased task {task['id'][:8]} type={task['type']} data={task['data']}")
+        leases = [task["lease"] for task in tasks]
+        settled = await http.post(f"/queues/{QUEUE}/ack", json={"leases": leases})
+        print(f"  acknowledged {len(settled.json()['results'])} task(s)")
+
+
 def tour(url: str, port: int) -> None:
     cli = hopcast_command()
     url_flag = "" if port == 8080 else f" --url {url}"
@@ -101,6 +119,8 @@ def tour(url: str, port: int) -> None:
     print(f"  {cli} publish demo.hello hi --event greeting{url_flag}")
     print(f"  curl -N '{url}/events/demo.*'")
     print(f"  curl -X POST '{url}/events/demo.hello?event=greeting' -d 'hi'")
+    print(f"  curl -X POST '{url}/queues/{QUEUE}' -d 'a task'")
+    print(f"  curl -X POST '{url}/queues/{QUEUE}/receive?wait=20'")
     print(f"(or `source {shlex.quote(str(Path(cli).parent))}/activate` to type just `hopcast`)")
 
 
@@ -133,11 +153,14 @@ def main() -> None:
                 "RabbitMQ is not reachable at localhost:5672: using the embedded broker (memory://)"
             )
     env = {**os.environ, "HOPCAST_BROKER": broker, "HOPCAST_HOST": HOST, "HOPCAST_PORT": str(port)}
+    env.setdefault("HOPCAST_QUEUE", QUEUE)
     server = subprocess.Popen([sys.executable, "-m", "hopcast", "serve"], env=env)
     url = f"http://{HOST}:{port}"
     try:
         asyncio.run(wait_ready(url, server))
         asyncio.run(show(url))
+        if QUEUE in env["HOPCAST_QUEUE"].split(","):
+            asyncio.run(show_queue(url))
         tour(url, port)
         if args.once:
             return

@@ -240,9 +240,18 @@ class AmqpBroker:
         raise BrokerUnavailable("; ".join(errors))
 
     async def publish(self, topic: str, body: bytes, event: str | None) -> None:
-        await _survive_drop(self._publish(topic, body, event))
+        properties = spec.Basic.Properties(message_type=event, delivery_mode=2)
+        await self.send(self._settings.exchange, topic, body, properties)
 
-    async def _publish(self, topic: str, body: bytes, event: str | None) -> None:
+    async def send(
+        self, exchange: str, routing_key: str, body: bytes, properties: spec.Basic.Properties
+    ) -> None:
+        """Publish with confirms and ``mandatory``; return once the broker confirmed and routed."""
+        await _survive_drop(self._send(exchange, routing_key, body, properties))
+
+    async def _send(
+        self, exchange: str, routing_key: str, body: bytes, properties: spec.Basic.Properties
+    ) -> None:
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 channel = self._publish_channel
@@ -251,9 +260,9 @@ class AmqpBroker:
                     channel = self._publish_channel = await conn.channel(publisher_confirms=True)
                 result = await channel.basic_publish(
                     body,
-                    exchange=self._settings.exchange,
-                    routing_key=topic,
-                    properties=spec.Basic.Properties(message_type=event, delivery_mode=2),
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    properties=properties,
                     mandatory=True,
                 )
         except aiormq.exceptions.PublishError as exc:
@@ -267,6 +276,10 @@ class AmqpBroker:
             raise BrokerUnavailable(f"publish failed: {_reason(exc)}") from exc
         if not isinstance(result, spec.Basic.Ack):
             raise PublishNotConfirmed("the broker did not confirm the message")
+
+    async def connection(self) -> aiormq.abc.AbstractConnection:
+        """The shared connection (declaring, publishing, work queues), opened when there is none."""
+        return await _survive_drop(self._connect())
 
     def read(self, start: StartAt, *, purpose: str = "live") -> AmqpReader:
         return AmqpReader(self, start, purpose)

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
+DEAD_SUFFIX = ".dead"
+"""A work queue's dead-letter queue is named after it with this suffix."""
+
 StartAt = int | datetime | Literal["first", "next"]
 """Where a read starts: an offset (inclusive), a time, the stream's beginning, or its end."""
 
@@ -67,3 +70,93 @@ class Broker(Protocol):
 
     async def aclose(self) -> None:
         """Close every connection; readers end with `BrokerUnavailable`."""
+
+
+# -- work queues -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One task as a queue handed it over, unsettled until its channel acks or gives it back.
+
+    ``deliveries`` counts this one: RabbitMQ's ``x-delivery-count`` (the times the task
+    was given back before) plus one.
+    """
+
+    tag: int
+    id: str
+    type: str | None
+    body: bytes
+    deliveries: int
+    redelivered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-lettered task, with why it died (RabbitMQ's ``x-death`` reason and count)."""
+
+    id: str
+    type: str | None
+    body: bytes
+    reason: str
+    count: int
+    died: datetime | None
+
+
+Outcome = Literal["ack", "requeue", "dead"]
+"""How a delivery is settled: done, back to the queue, or straight to the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueShape:
+    """The arguments a work queue is declared with (they apply when it is created)."""
+
+    delivery_limit: int
+    max_length: int | None = None
+
+
+class TaskChannel(Protocol):
+    """Deliveries of one queue on one channel: they stay unsettled until settled here, and
+    closing the channel gives every unsettled one back at once."""
+
+    @property
+    def key(self) -> int:
+        """A number no other channel of this process has had."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def next(self) -> Delivery:
+        """The next delivery of a consuming channel; `BrokerUnavailable` once it closed."""
+
+    async def get(self, most: int) -> list[Delivery]:
+        """Up to ``most`` ready tasks, at once (a pulling channel); none when the queue is empty."""
+
+    async def settle(self, tag: int, outcome: Outcome) -> None:
+        """Ack or give back one delivery; `BrokerUnavailable` when the channel is gone."""
+
+    async def aclose(self) -> None:
+        """Close the channel: what it has not settled goes back to the queue."""
+
+
+class TaskBroker(Protocol):
+    """What the work queues need from a broker: quorum queues with a delivery limit and
+    dead letters. The AMQP names come from the caller (``hopcast.q.NAME``)."""
+
+    async def declare(self, queue: str, shape: QueueShape) -> None:
+        """Declare the queue and its dead-letter queue (a queue that exists is used as it is)."""
+
+    async def enqueue(self, queue: str, body: bytes, type: str | None, id: str) -> None:
+        """Return once the broker confirmed the task; `BrokerUnavailable` when it refused."""
+
+    async def channel(self, queue: str, prefetch: int | None) -> TaskChannel:
+        """A consuming channel (``prefetch`` deliveries in flight) or, with None, a pulling one."""
+
+    async def depth(self, queue: str) -> int:
+        """Tasks ready in the queue now."""
+
+    async def dead_letters(self, queue: str, most: int) -> list[DeadLetter]:
+        """The first ``most`` dead letters, oldest first, left where they are."""
+
+    async def redrive(self, queue: str, ids: frozenset[str] | None) -> int:
+        """Move the dead letters with these ids (None: all) back to the queue; how many moved."""

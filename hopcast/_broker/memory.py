@@ -13,6 +13,7 @@ from datetime import datetime
 from types import TracebackType
 
 from hopcast._broker.base import Message, StartAt
+from hopcast._broker.memory_tasks import MemoryTasks
 from hopcast._core.errors import BrokerUnavailable
 
 READ_BATCH = 512
@@ -32,6 +33,8 @@ class MemoryBroker:
         self._closed = False
         self.readers = 0
         """How many reads are open now (tests count them as RabbitMQ's consumers)."""
+        self.tasks = MemoryTasks()
+        """Its work queues."""
 
     @property
     def connected(self) -> bool:
@@ -101,6 +104,7 @@ class MemoryBroker:
     async def aclose(self) -> None:
         self._closed = True
         self._wake()
+        await self.tasks.aclose()
 
 
 class _MemoryReader:

@@ -7,9 +7,11 @@ HopcastError
 ├── InvalidInput(ValueError)         a client sent something malformed (→ 400)
 │   ├── InvalidTopic                 a topic or pattern breaks design §1
 │   ├── InvalidOffset                a Last-Event-ID / lastEventId / since that is not one
-│   └── InvalidEventName             an event name that cannot travel, or is reserved
+│   ├── InvalidEventName             an event name that cannot travel, or is reserved
+│   └── InvalidLease                 a lease token that is not one of this gateway's (→ 400)
 ├── Unauthorized                     no token, or one that does not verify (→ 401; 400 malformed)
 ├── Forbidden                        a verified token that does not grant the target (→ 403)
+├── UnknownQueue                     a work queue this gateway does not serve (→ 404)
 ├── NotStarted                       the app's lifespan has not run (→ 500)
 ├── BrokerUnavailable(ConnectionError)  the broker cannot be reached right now (→ 503)
 │   └── PublishNotConfirmed          the broker nacked or returned a publish
@@ -28,7 +30,7 @@ from __future__ import annotations
 from typing import Literal
 
 BearerError = Literal["invalid_request", "invalid_token"]
-Action = Literal["subscribe", "publish"]
+Action = Literal["subscribe", "publish", "enqueue", "consume"]
 REALM = "hopcast"
 
 
@@ -67,6 +69,14 @@ class InvalidOffset(InvalidInput):
 
 class InvalidEventName(InvalidInput):
     """An event name that contains a line break, is too long, or uses the reserved prefix."""
+
+
+class InvalidLease(InvalidInput):
+    """A lease token that this gateway did not sign for this queue: malformed or altered."""
+
+
+class UnknownQueue(HopcastError):
+    """A work queue name that this gateway was not started with (``--queue``)."""
 
 
 class Unauthorized(HopcastError):

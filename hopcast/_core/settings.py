@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -40,7 +40,13 @@ DEFAULT_STREAM_MAX_BYTES = 1_000_000_000
 DEFAULT_STREAM_SEGMENT_BYTES = 50_000_000
 DEFAULT_HEARTBEAT = 15.0
 DEFAULT_RETRY_MS = 3000
-DEFAULT_QUEUE_SIZE = 1000
+DEFAULT_SUBSCRIBER_BUFFER = 1000
+DEFAULT_QUEUE_DELIVERY_LIMIT = 10
+DEFAULT_LEASE = 30.0
+DEFAULT_MAX_LEASE = 25 * 60.0
+MAX_LEASE_CAP = 29 * 60.0
+"""The longest ``--max-lease``: RabbitMQ closes a channel whose delivery stays unacknowledged
+past its ``consumer_timeout`` (30 minutes by default), and redelivers everything on it."""
 DEFAULT_RING_SIZE = 10_000
 DEFAULT_MAX_EVENT_BYTES = 1_048_576
 DEFAULT_PREFETCH = 1000
@@ -134,8 +140,34 @@ class Settings(BaseSettings):
     )
     heartbeat: Seconds = Field(DEFAULT_HEARTBEAT, description="heartbeat on quiet streams, seconds")
     retry: Positive = Field(DEFAULT_RETRY_MS, description="reconnection delay sent to clients, ms")
-    queue_size: Positive = Field(
-        DEFAULT_QUEUE_SIZE, description="events queued per subscriber before it is cut off"
+    subscriber_buffer: Positive = Field(
+        DEFAULT_SUBSCRIBER_BUFFER,
+        description="events buffered per subscriber before it is cut off as slow",
+    )
+    queue_size: Positive | None = Field(
+        None, description="the former name of --subscriber-buffer (still read, with a note)"
+    )
+    queue: Listed = Field(
+        (), description="work queue to serve at /queues/NAME (quorum queue hopcast.q.NAME)"
+    )
+    queue_delivery_limit: Positive = Field(
+        DEFAULT_QUEUE_DELIVERY_LIMIT,
+        description="deliveries of a task before it is dead-lettered (applies at creation)",
+    )
+    queue_max_length: Positive | None = Field(
+        None,
+        description="tasks a queue holds before enqueues are refused (503; applies at creation)",
+    )
+    lease: Annotated[float, Field(gt=0, le=MAX_LEASE_CAP)] = Field(
+        DEFAULT_LEASE, description="seconds a worker holds a task before it goes back (?lease=)"
+    )
+    max_lease: Annotated[float, Field(gt=0, le=MAX_LEASE_CAP)] = Field(
+        DEFAULT_MAX_LEASE,
+        description="seconds no lease outlives, extended or not (below RabbitMQ's"
+        " consumer_timeout)",
+    )
+    lease_secret: SecretStr | None = Field(
+        None, description="key that signs lease tokens, 32+ bytes (unset: a random key per start)"
     )
     ring_size: Annotated[int, Field(ge=0)] = Field(
         DEFAULT_RING_SIZE, description="latest events kept in memory for resumes"
@@ -220,7 +252,7 @@ class Settings(BaseSettings):
         """Flags (the constructor's arguments) over the variables; no .env or secrets files."""
         return init_settings, _Variables(settings_cls)
 
-    @field_validator("broker", "public", "cors_origin", "trusted_proxy", mode="before")
+    @field_validator("broker", "public", "cors_origin", "trusted_proxy", "queue", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -251,6 +283,13 @@ class Settings(BaseSettings):
             raise ValueError("1-255 bytes, no line breaks")
         return name
 
+    @field_validator("lease_secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is not None and len(secret.get_secret_value().encode()) < 32:
+            raise ValueError("at least 32 bytes: it signs every lease token")
+        return secret
+
     @field_validator("trusted_proxy")
     @classmethod
     def _cidrs(cls, cidrs: tuple[str, ...]) -> tuple[str, ...]:
@@ -260,6 +299,33 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{cidr!r} is not an address or CIDR") from None
         return cidrs
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_names(cls, values: Any) -> Any:
+        """``--queue-size`` (the former name) sets the subscriber buffer when the new name
+        is not given; `former_names_used` tells the log."""
+        if isinstance(values, dict):
+            former = values.get("queue_size")
+            if former is not None and values.get("subscriber_buffer") is None:
+                values = {**values, "subscriber_buffer": former}
+        return values
+
+    @model_validator(mode="after")
+    def _queues_in_one_process(self) -> Settings:
+        if self.queue and self.workers > 1:
+            raise ValueError(
+                "--queue with --workers above 1: settling a task through another process"
+                " is not built yet; serve work queues from one process (--workers 1)"
+            )
+        return self
+
+    @property
+    def former_names_used(self) -> list[str]:
+        """Notes for the log on settings given by a former name."""
+        if self.queue_size is None:
+            return []
+        return ["--queue-size (HOPCAST_QUEUE_SIZE) is now --subscriber-buffer"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -274,7 +340,9 @@ class Settings(BaseSettings):
                 return cls(**flags)
         except ValidationError as exc:
             err = exc.errors()[0]
-            name = str(err["loc"][0]) if err["loc"] else "?"
+            if not err["loc"]:  # a rule across settings: its message names them
+                raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
+            name = str(err["loc"][0])
             key = PREFIX + name.upper()
             if name in flags:
                 where, value = "--" + name.replace("_", "-"), flags[name]
@@ -296,7 +364,7 @@ class Settings(BaseSettings):
         out = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if value is None:
+            if value is None or name == "queue_size":  # its value is the subscriber buffer's
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

@@ -12,13 +12,15 @@ from contextlib import AbstractAsyncContextManager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from hopcast._broker import broker_from_settings
+from hopcast._broker import broker_from_settings, tasks_of
 from hopcast._broker.base import Broker
 from hopcast._core.settings import Settings
 from hopcast._http.openapi import document
 from hopcast._http.problems import EXCEPTION_HANDLERS, ProblemCORSMiddleware
+from hopcast._http.queues import queue_routes
 from hopcast._http.routes import routes
 from hopcast._hub.hub import Hub
+from hopcast._queue.queues import WorkQueues
 from hopcast._rights.limits import Admission, RateLimiter, RequestSizeLimit, parse_networks
 from hopcast._rights.tokens import Authorizer
 
@@ -32,7 +34,7 @@ def create_app(settings: Settings, *, broker: Broker | None = None) -> Starlette
     the_broker = broker if broker is not None else broker_from_settings(settings)
     auth = Authorizer.from_settings(settings)
     app = Starlette(
-        routes=routes(document(settings), page=settings.page_on),
+        routes=routes(document(settings), page=settings.page_on) + queue_routes(),
         lifespan=_lifespan(settings, the_broker, auth),
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,
@@ -61,11 +63,17 @@ def _lifespan(
                 await stack.enter_async_context(auth.remote_keys)
             hub = Hub(broker, settings)
             app.state.hub = hub
-            async with hub:
+            async with hub, _work_queues(settings, broker) as queues:
+                app.state.queues = queues
                 yield
             await broker.aclose()
 
     return lifespan
+
+
+def _work_queues(settings: Settings, broker: Broker) -> WorkQueues:
+    """The ``--queue`` work queues over ``broker`` (none configured: an empty set)."""
+    return WorkQueues(tasks_of(broker) if settings.queue else None, settings)
 
 
 def _middleware(settings: Settings) -> list[Middleware]:

@@ -27,9 +27,11 @@ from hopcast._http.parsing import (
     admit_stream,
     call_app,
     encode_response,
+    stream_app,
     stream_head,
 )
 from hopcast._http.problems import problem
+from hopcast._http.queues import is_task_stream
 from hopcast._http.routes import Admitted
 from hopcast._http.streaming import token_expired_frame
 from hopcast._http.writes import Coalescer
@@ -235,6 +237,10 @@ class HttpConnection(asyncio.Protocol):
             self.state = "stream"
             self.pipelined.clear()
             self.task = asyncio.ensure_future(self._serve_stream(scope, request))
+        elif is_task_stream(scope["method"], scope["path"]):
+            self.state = "stream"
+            self.pipelined.clear()
+            self.task = asyncio.ensure_future(self._serve_app_stream(scope))
         elif request.body_over:
             self._answer_and_close(413, "Content too large", self._too_large_detail())
         else:
@@ -315,6 +321,20 @@ class HttpConnection(asyncio.Protocol):
             )
             return
         self._write_head_and_body(status, headers, content, keep_alive)
+
+    async def _serve_app_stream(self, scope: Scope) -> None:
+        """Run a request whose answer streams through the app (a task stream), then close."""
+        self.disconnected = asyncio.get_running_loop().create_future()
+        if self.transport is not None:
+            self.transport.resume_reading()  # to notice the client leaving
+        try:
+            await stream_app(self.server.app, scope, self._write, self.disconnected)
+        except Exception:
+            log.exception("stream %s failed", scope["path"][:200])
+        finally:
+            if self.transport is not None:
+                self.state = "closed"
+                self.transport.close()
 
     def _write_response(self, response: Response, keep_alive: bool) -> None:
         self._write_head_and_body(

@@ -28,6 +28,8 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from hopcast._hub.hub import Hub
+    from hopcast._queue.queues import WorkQueues
+    from hopcast._queue.work import QueueStats
 
 log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
@@ -280,9 +282,67 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("hopcast_workers", "Worker processes serving", value=t.workers)
 
 
-def render_metrics(hub: Hub, tally: WorkerTally | None = None) -> bytes:
+@dataclass(frozen=True, slots=True)
+class QueueFigures:
+    """One work queue's figures at a scrape (work queues run in one process: no combining)."""
+
+    name: str
+    depth: int | None
+    leased: int
+    stats: QueueStats
+
+
+async def queue_figures(queues: WorkQueues | None) -> list[QueueFigures]:
+    """Each work queue's figures now; its depth asked of the broker."""
+    if queues is None:
+        return []
+    return [QueueFigures(q.name, await q.depth(), q.leased, q.stats) for q in queues]
+
+
+class QueueCollector(Collector):
+    """The Prometheus families of the work queues, labelled by queue."""
+
+    def __init__(self, figures: Sequence[QueueFigures]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        counters = {
+            "enqueued": "Tasks enqueued through this gateway",
+            "redeliveries": "Tasks leased again after an earlier delivery",
+            "lease_expiries": "Leases that ran out before the task was settled",
+            "dead_lettered": "Tasks this gateway rejected or gave back past the delivery limit",
+        }
+        for field, text in counters.items():
+            family = CounterMetricFamily(f"hopcast_queue_{field}", text, labels=["queue"])
+            for f in self._figures:
+                family.add_metric([f.name], getattr(f.stats, field))
+            yield family
+        settled = CounterMetricFamily(
+            "hopcast_queue_settled", "Leases settled, by outcome", labels=["queue", "outcome"]
+        )
+        for f in self._figures:
+            for outcome, count in f.stats.settled.items():
+                settled.add_metric([f.name, outcome], count)
+        yield settled
+        depth = GaugeMetricFamily(
+            "hopcast_queue_depth", "Tasks ready in the queue", labels=["queue"]
+        )
+        leased = GaugeMetricFamily("hopcast_queue_leased", "Tasks leased now", labels=["queue"])
+        for f in self._figures:
+            if f.depth is not None:
+                depth.add_metric([f.name], f.depth)
+            leased.add_metric([f.name], f.leased)
+        yield depth
+        yield leased
+
+
+def render_metrics(
+    hub: Hub, tally: WorkerTally | None = None, queues: Sequence[QueueFigures] = ()
+) -> bytes:
     """The Prometheus text exposition of the gateway: of every worker with a ``tally``."""
     totals = tally.totals(hub) if tally is not None else combine([Report.of(hub)])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(totals))
+    if queues:
+        registry.register(QueueCollector(queues))
     return generate_latest(registry)

@@ -16,6 +16,7 @@ from typing import Any
 
 from hopcast._core.settings import Settings
 from hopcast._core.sse import MAX_EVENT_NAME_CHARS, RESERVED_PREFIX
+from hopcast._http.queue_openapi import queue_paths, queue_responses, queue_schemas
 from hopcast._http.schemas import (
     MAX_TOPIC_WORDS,
     OFFSET,
@@ -38,8 +39,16 @@ def document(settings: Settings) -> dict[str, Any]:
             " and an unlisted method on a known path 405 (see components/responses).",
         },
         "paths": _paths(settings),
-        "components": components(settings),
+        "components": _components(settings),
     }
+
+
+def _components(settings: Settings) -> dict[str, Any]:
+    parts = components(settings)
+    if settings.queue:
+        parts["schemas"] |= queue_schemas(settings)
+        parts["responses"] |= queue_responses()
+    return parts
 
 
 def _paths(settings: Settings) -> Schema:
@@ -49,6 +58,7 @@ def _paths(settings: Settings) -> Schema:
             "get": _subscribe(settings, by_path=True),
             "post": _publish(settings),
         },
+        **queue_paths(settings),
         **_operations_paths(),
         **(_page_paths() if settings.page_on else {}),
     }

@@ -15,7 +15,7 @@ b'HTTP/1.1 204 No Content\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from urllib.parse import unquote
 
@@ -175,6 +175,43 @@ async def call_app(
     return status, headers, b"".join(chunks)
 
 
+async def stream_app(
+    app: ASGIApp,
+    scope: Scope,
+    write: Callable[[bytes], None],
+    disconnected: asyncio.Future[None],
+) -> None:
+    """Run one request whose answer streams (a task stream): its head and each part are
+    written as they come, and the connection closes after it (no length, no keep-alive)."""
+
+    async def receive() -> Message:
+        if not sent_body:
+            sent_body.append(True)
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await disconnected
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            write(encode_head(message["status"], list(message.get("headers", []))))
+        elif message["type"] == "http.response.body":
+            write(message.get("body", b""))
+
+    sent_body: list[bool] = []
+    await app(scope, receive, send)
+
+
+def encode_head(status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The head of a response that ends when the connection closes.
+
+    >>> encode_head(200, [(b"content-type", b"text/event-stream")])
+    b'HTTP/1.1 200 OK\\r\\ncontent-type: text/event-stream\\r\\nconnection: close\\r\\n\\r\\n'
+    """
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
+    lines += [name + b": " + value + b"\r\n" for name, value in headers]
+    return b"".join(lines) + b"connection: close\r\n\r\n"
+
+
 def encode_response(
     status: int,
     headers: list[tuple[bytes, bytes]],
@@ -206,4 +243,12 @@ def encode_response(
     return b"".join(lines) + b"\r\n" + (b"" if head else body)
 
 
-__all__ = ["ParsedRequest", "admit_stream", "call_app", "encode_response", "stream_head"]
+__all__ = [
+    "ParsedRequest",
+    "admit_stream",
+    "call_app",
+    "encode_head",
+    "encode_response",
+    "stream_app",
+    "stream_head",
+]

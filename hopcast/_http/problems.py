@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler
 
-from hopcast._core.errors import Forbidden, InvalidInput, NotStarted, Unauthorized
+from hopcast._core.errors import Forbidden, InvalidInput, NotStarted, Unauthorized, UnknownQueue
 
 log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
@@ -64,6 +64,10 @@ async def _on_forbidden(request: Request, exc: Exception) -> Response:
     return problem(403, "Forbidden", str(exc), headers={"WWW-Authenticate": exc.www_authenticate})
 
 
+async def _on_unknown_queue(request: Request, exc: Exception) -> Response:
+    return problem(404, "Not found", str(exc))
+
+
 async def _on_not_started(request: Request, exc: Exception) -> Response:
     log.error("%s", exc)
     return problem(500, "Gateway not started", str(exc))
@@ -75,6 +79,7 @@ async def error_response(request: Request, exc: Exception) -> Response:
         (Unauthorized, _on_unauthorized),
         (Forbidden, _on_forbidden),
         (InvalidInput, _on_invalid),
+        (UnknownQueue, _on_unknown_queue),
         (HTTPException, _on_http),
     )
     for kind, handler in handlers:
@@ -97,6 +102,7 @@ EXCEPTION_HANDLERS: Mapping[type[Exception], ExceptionHandler] = {
     HTTPException: _on_http,
     Unauthorized: _on_unauthorized,
     Forbidden: _on_forbidden,
+    UnknownQueue: _on_unknown_queue,
     NotStarted: _on_not_started,
 }
 """The app's handlers: each refusal the routes raise, answered as problem details."""

@@ -23,7 +23,7 @@ from hopcast._core.errors import BrokerUnavailable, InvalidInput, NotStarted
 from hopcast._core.settings import Settings
 from hopcast._core.sse import check_event_name
 from hopcast._core.topics import parse_topic
-from hopcast._http.metrics import render_metrics
+from hopcast._http.metrics import queue_figures, render_metrics
 from hopcast._http.page import page_routes
 from hopcast._http.params import once, patterns, resume_point, token
 from hopcast._http.problems import problem
@@ -31,7 +31,6 @@ from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHe
 from hopcast._hub.hub import Hub
 from hopcast._hub.subscription import Subscription
 from hopcast._rights.limits import Admission, RateLimiter, client_address, retry_after
-from hopcast._rights.principals import Principal
 from hopcast._rights.tokens import Authorizer
 
 log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
@@ -146,7 +145,7 @@ async def subscribe_or_publish(request: Request) -> Response:
 # -- publish --------------------------------------------------------------------
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """The body, or 413: at once when ``Content-Length`` announces too much on a connection
     kept alive (the ASGI server reads the rest and drops it), else after reading (and dropping)
     up to a cap, so that a client still sending sees the 413 and not a reset."""
@@ -169,9 +168,28 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _rate_key(request: Request, principal: Principal | None, bearer: str | None) -> str:
-    if principal is not None and principal.subject:
-        return "sub:" + principal.subject
+def over_rate(
+    request: Request, subject: str | None, bearer: str | None, what: str
+) -> Response | None:
+    """The 429 for a publish or an enqueue over ``--publish-rate``, or None."""
+    limiter: RateLimiter = request.app.state.limiter
+    wait = limiter.check(_rate_key(request, subject, bearer))
+    if wait <= 0:
+        return None
+    rate = request.app.state.settings.publish_rate
+    return problem(
+        429,
+        "Too many requests",
+        f"{what} rate above {rate:g}/s; retry later",
+        headers={"Retry-After": retry_after(wait)},
+    )
+
+
+def _rate_key(request: Request, subject: str | None, bearer: str | None) -> str:
+    """Whose rate a publish or an enqueue counts toward: the token's subject, the token, or
+    the client's address."""
+    if subject:
+        return "sub:" + subject
     if bearer is not None:
         return "tok:" + hashlib.sha256(bearer.encode()).hexdigest()[:32]
     return "addr:" + client_address(request.scope, request.app.state.trusted)
@@ -185,17 +203,11 @@ async def publish(request: Request) -> Response:
         check_event_name(event)
     bearer = token(request, auth)
     principal = auth.authorize_publish(bearer, topic)
-    limiter: RateLimiter = request.app.state.limiter
-    wait = limiter.check(_rate_key(request, principal, bearer))
-    if wait > 0:
-        return problem(
-            429,
-            "Too many requests",
-            f"publish rate above {settings.publish_rate:g}/s; retry later",
-            headers={"Retry-After": retry_after(wait)},
-        )
+    too_many = over_rate(request, principal.subject if principal else None, bearer, "publish")
+    if too_many is not None:
+        return too_many
     try:
-        body = await _read_body(request, settings.max_event_bytes)
+        body = await read_body(request, settings.max_event_bytes)
     except ClientDisconnect:  # a truncated or malformed body: no traceback per hostile client
         return problem(400, "Bad request", "the connection closed before the body ended")
     try:
@@ -237,7 +249,8 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     hub = _hub(request)
+    queues = await queue_figures(getattr(request.app.state, "queues", None))
     return PlainTextResponse(
-        render_metrics(hub, request.app.state.tally),
+        render_metrics(hub, request.app.state.tally, queues),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )

@@ -259,7 +259,9 @@ class Hub:
         self, patterns: Sequence[Pattern], *, after: int | None = None, since: Since | None = None
     ) -> Subscription:
         """A new subscription; resume after offset ``after``, or start at ``since``."""
-        sub = Subscription(self, patterns, after=after, since=since, limit=self.settings.queue_size)
+        sub = Subscription(
+            self, patterns, after=after, since=since, limit=self.settings.subscriber_buffer
+        )
         self._subscriptions.add(sub)
         return sub
 

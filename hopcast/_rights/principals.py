@@ -1,6 +1,7 @@
 """Principals: whom a verified token speaks for, and the grants its ``hopcast`` claim holds.
 
-The claim is ``{"subscribe": [pattern, ...], "publish": [pattern, ...]}``; a
+The claim is ``{"subscribe": [pattern, ...], "publish": [pattern, ...]}``, with
+``enqueue`` and ``consume`` beside them for work queues (over queue names); a
 claim of the wrong shape, or an ``exp`` that is not a number, is refused
 (`Unauthorized`) as a token that does not verify is.
 
@@ -15,12 +16,14 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from hopcast._core.errors import InvalidTopic, Unauthorized
 from hopcast._core.topics import Pattern
 
 CLAIM = "hopcast"
+GRANTS = ("subscribe", "publish", "enqueue", "consume")
+QueueAction = Literal["enqueue", "consume"]
 MAX_GRANTS = 256
 """Patterns per list in the claim; each request is checked against every one."""
 _MAX_TIMESTAMP = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
@@ -37,6 +40,8 @@ class Principal:
     subject: str | None = None
     subscribe: tuple[Pattern, ...] = ()
     publish: tuple[Pattern, ...] = ()
+    enqueue: tuple[Pattern, ...] = ()
+    consume: tuple[Pattern, ...] = ()
     expires_at: datetime | None = None
 
     @classmethod
@@ -45,7 +50,7 @@ class Principal:
         grants = claims.get(CLAIM, {})
         if not isinstance(grants, dict):
             raise Unauthorized(f"the {CLAIM} claim must be an object")
-        unknown = sorted(k for k in grants if k not in ("subscribe", "publish"))
+        unknown = sorted(k for k in grants if k not in GRANTS)
         if unknown:
             raise Unauthorized(f"the {CLAIM} claim has an unknown key {unknown[0][:40]!r}")
         subject = claims.get("sub")
@@ -53,6 +58,8 @@ class Principal:
             subject=subject if isinstance(subject, str) else None,
             subscribe=_read_patterns(grants, "subscribe"),
             publish=_read_patterns(grants, "publish"),
+            enqueue=_read_patterns(grants, "enqueue"),
+            consume=_read_patterns(grants, "consume"),
             expires_at=_read_exp(claims.get("exp")),
         )
 
@@ -64,6 +71,11 @@ class Principal:
         """Whether some publish grant matches ``topic``."""
         return any(grant.matches(topic) for grant in self.publish)
 
+    def may_use_queue(self, action: QueueAction, name: str) -> bool:
+        """Whether some ``enqueue`` or ``consume`` grant matches the queue ``name``."""
+        grants = self.enqueue if action == "enqueue" else self.consume
+        return any(grant.matches(name) for grant in grants)
+
     def seconds_left(self, now: float | None = None) -> float | None:
         """Seconds until the token expires (negative once it has), None if it never does."""
         if self.expires_at is None:
@@ -71,7 +83,8 @@ class Principal:
         return self.expires_at.timestamp() - (time.time() if now is None else now)
 
 
-UNRESTRICTED = Principal(subscribe=(Pattern.parse("#"),), publish=(Pattern.parse("#"),))
+_ALL = (Pattern.parse("#"),)
+UNRESTRICTED = Principal(subscribe=_ALL, publish=_ALL, enqueue=_ALL, consume=_ALL)
 """The principal of every request when auth is off."""
 
 

@@ -36,7 +36,7 @@ from hopcast._rights.keys import (
     pem_key,
     secret_key,
 )
-from hopcast._rights.principals import UNRESTRICTED, Principal
+from hopcast._rights.principals import UNRESTRICTED, Principal, QueueAction
 
 log = logging.getLogger("hopcast.rights")  # named by layer: module paths are internal
 
@@ -313,6 +313,20 @@ class Authorizer:
         """Decide a publish; the verified principal, or None when auth is off."""
         principal = self.authenticate(token) if self.enabled else None
         self.check_publish(principal, topic)
+        return principal
+
+    def authorize_queue(
+        self, token: str | None, action: QueueAction, name: str
+    ) -> Principal | None:
+        """Decide an enqueue or a consume (listing dead letters, settling) on queue ``name``;
+        the verified principal, or None when auth is off. Public patterns are for
+        subscriptions only: every queue needs a token."""
+        if not self.enabled:
+            return None
+        principal = self.authenticate(token)
+        if not principal.may_use_queue(action, name):
+            log.debug("%s on queue %s refused for %r", action, name, principal.subject)
+            raise Forbidden(action, name)
         return principal
 
     def _key_for(self, token: str) -> Key:

@@ -37,7 +37,7 @@ async def test_publish_subscribe_resume_under_uvicorn(broker_kind: str, names: N
 
 
 async def test_a_slow_client_is_cut_off_under_uvicorn(names: Names) -> None:
-    settings = settings_for("memory", queue_size=20, max_event_bytes=70_000)
+    settings = settings_for("memory", subscriber_buffer=20, max_event_bytes=70_000)
     async with serve_in_loop(settings, server="uvicorn") as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(b"GET /events/big HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -38,7 +38,7 @@ async def _raw_subscriber(
 @pytest.mark.slow
 async def test_a_slow_client_is_cut_off_and_catches_up(broker_kind: str, names: Names) -> None:
     total = 300
-    settings = settings_for(broker_kind, names, queue_size=50, max_event_bytes=70_000)
+    settings = settings_for(broker_kind, names, subscriber_buffer=50, max_event_bytes=70_000)
     async with serve_in_loop(settings) as gw:
         reader, writer = await _raw_subscriber(gw.url, "/events/big")
         # shrink what the kernel buffers for this client, so it fills quickly

@@ -116,7 +116,9 @@ async def test_a_stalled_and_a_slow_member_hold_up_no_other_member_of_a_catch_up
     setup: tuple[str, str], names: Names
 ) -> None:
     kind, server = setup
-    settings = settings_for(kind, names if kind == "amqp" else None, ring_size=100, queue_size=100)
+    settings = settings_for(
+        kind, names if kind == "amqp" else None, ring_size=100, subscriber_buffer=100
+    )
     broker = MemoryBroker() if kind == "memory" else None
     body = b"x" * SIZE
     async with serve_in_loop(settings, broker, server=server) as gateway:

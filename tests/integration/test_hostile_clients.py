@@ -136,7 +136,7 @@ async def abuse_round(
 async def test_abusive_clients_do_not_starve_others_or_grow_memory() -> None:
     env = {
         "HOPCAST_BROKER": "memory://",
-        "HOPCAST_QUEUE_SIZE": "64",
+        "HOPCAST_SUBSCRIBER_BUFFER": "64",
         "HOPCAST_PUBLISH_RATE": "1000000",
         "HOPCAST_PUBLISH_BURST": "1000000",
         "HOPCAST_LOG_LEVEL": "error",

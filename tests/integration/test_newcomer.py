@@ -112,6 +112,7 @@ def test_make_demo_prints_commands_that_work_as_printed() -> None:
     )
     assert demo.returncode == 0, demo
     assert demo.stdout.count("received id=") == 3, demo.stdout
+    assert "acknowledged 2 task(s)" in demo.stdout, demo.stdout  # the work queue's round trip
     listen = next(line for line in demo.stdout.splitlines() if " listen 'demo.*'" in line)
     command = listen.split()[0]
     assert command.endswith("hopcast") and "/" in command, listen  # a path: not on the PATH

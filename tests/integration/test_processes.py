@@ -44,6 +44,10 @@ def test_a_bad_setting_fails_at_start_naming_it() -> None:
         (["--auth", "jwt"], {}, ["--auth jwt needs exactly one of", "--jwt-secret"]),
         ([], {"HOPCAST_AUTH": "jwt", "HOPCAST_JWT_KEY": "/nonexistent"}, ["--jwt-key"]),
         (["--public", "a..b"], {}, ["--public", "'a..b'", "empty word"]),
+        (["--queue", "mail", "--workers", "2"], {}, ["--queue", "--workers", "not built yet"]),
+        ([], {"HOPCAST_QUEUE": "a,b.dead"}, ["--queue", "'b.dead'", "dead"]),
+        (["--lease", "0"], {}, ["--lease", "'0'"]),
+        (["--max-lease", "3600"], {}, ["--max-lease", "'3600'"]),
         # with workers too: judged before any starts, not by each worker, again and again
         (["--workers", "2", "--jwt-secret", "short"], {"HOPCAST_AUTH": "jwt"}, ["--jwt-secret"]),
         # retired: says what replaced it, rather than run without what was asked for

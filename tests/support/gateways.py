@@ -78,6 +78,7 @@ async def create_app_server(
                 yield f"http://127.0.0.1:{listener.address[1]}", app
             finally:
                 listener.begin_shutdown()
+                app.state.queues.begin_shutdown()
                 await listener.wait_closed(1.0)
         return
     async with serve_asgi(app, gateway=app) as url:
@@ -111,9 +112,9 @@ async def serve_asgi(app: ASGIApp, *, gateway: Starlette | None = None) -> Async
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        hub = getattr(gateway.state, "hub", None) if gateway is not None else None
-        if hub is not None:
-            hub.begin_shutdown()
+        if gateway is not None and getattr(gateway.state, "hub", None) is not None:
+            gateway.state.hub.begin_shutdown()
+            gateway.state.queues.begin_shutdown()
         uv.should_exit = True
         await task
 

@@ -75,8 +75,12 @@ class Names:
 
 async def delete_topology(names: Names, url: str = AMQP_URL) -> None:
     """Delete a test's exchange and stream, waiting for RabbitMQ if a test restarted it."""
-    if not names.used:
-        return
+    if names.used:
+        await delete([names.stream], [names.exchange], url)
+
+
+async def delete(queues: Sequence[str], exchanges: Sequence[str] = (), url: str = AMQP_URL) -> None:
+    """Delete queues and exchanges, waiting for RabbitMQ if a test restarted it."""
     for _ in range(60):
         try:
             conn = await aiormq.connect(url)
@@ -85,8 +89,10 @@ async def delete_topology(names: Names, url: str = AMQP_URL) -> None:
             continue
         try:
             channel = await conn.channel()
-            await channel.queue_delete(names.stream)
-            await channel.exchange_delete(names.exchange)
+            for queue in queues:
+                await channel.queue_delete(queue)
+            for exchange in exchanges:
+                await channel.exchange_delete(exchange)
         finally:
             await conn.close()
         return

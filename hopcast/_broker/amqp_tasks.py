@@ -1,0 +1,279 @@
+"""RabbitMQ work queues: quorum queues with a delivery limit, dead-lettered at least once.
+
+A work queue ``hopcast.q.NAME`` is a quorum queue (``x-delivery-limit``,
+``x-dead-letter-strategy: at-least-once``, which needs ``x-overflow:
+reject-publish``) that dead-letters through the default exchange into the
+classic queue ``hopcast.q.NAME.dead``. A classic queue, not a stream: a
+classic queue puts a task given back with ``basic.nack`` where it was, so the
+dead letters can be listed (``basic.get`` each, then give them all back) and
+redriven (moved, then acknowledged) without reordering them, and a redriven
+task leaves it; a stream would keep every dead letter for ever.
+
+Tasks travel on the broker's shared connection (aiormq: they are few next to
+the events); each `AmqpChannel` is one AMQP channel, whose unacknowledged
+deliveries RabbitMQ gives back when it closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from datetime import datetime
+from typing import Any
+
+import aiormq
+import aiormq.abc
+from pamqp import commands as spec
+
+from hopcast._broker.amqp import CONNECTION_ERRORS, DECLARE_TIMEOUT, AmqpBroker, _reason
+from hopcast._broker.base import DEAD_SUFFIX, DeadLetter, Delivery, Outcome, QueueShape
+from hopcast._core.errors import BrokerUnavailable
+
+log = logging.getLogger("hopcast.broker")
+
+_CHANNEL_KEYS = itertools.count(1)
+SETTLE_TIMEOUT = 10.0
+SETTLE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
+
+
+def queue_arguments(queue: str, shape: QueueShape) -> dict[str, Any]:
+    """The arguments of a work queue (design §6b).
+
+    >>> queue_arguments("hopcast.q.mail", QueueShape(3))["x-dead-letter-routing-key"]
+    'hopcast.q.mail.dead'
+    """
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": shape.delivery_limit,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue + DEAD_SUFFIX,
+    }
+    if shape.max_length is not None:
+        arguments["x-max-length"] = shape.max_length
+    return arguments
+
+
+def _unavailable(what: str, exc: BaseException) -> BrokerUnavailable:
+    return BrokerUnavailable(f"{what} failed: {_reason(exc)}")
+
+
+class AmqpTasks:
+    """The `TaskBroker` of RabbitMQ, over the `AmqpBroker`'s connection and publisher."""
+
+    def __init__(self, broker: AmqpBroker) -> None:
+        self._broker = broker
+        self._dead_lock = asyncio.Lock()  # one listing or redrive of dead letters at a time
+
+    async def _channel(self) -> aiormq.abc.AbstractChannel:
+        conn = await self._broker.connection()
+        return await conn.channel()
+
+    async def declare(self, queue: str, shape: QueueShape) -> None:
+        try:
+            async with asyncio.timeout(DECLARE_TIMEOUT):
+                await self._declare(queue + DEAD_SUFFIX, {})
+                await self._declare(queue, queue_arguments(queue, shape))
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"declaring {queue} got no answer") from exc
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"declaring {queue}", exc) from exc
+
+    async def _declare(self, queue: str, arguments: dict[str, Any]) -> None:
+        channel = await self._channel()
+        try:
+            await channel.queue_declare(queue, durable=True, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            log.warning(
+                "queue %r exists with other arguments (%s); using it as it is: asked for %s",
+                queue,
+                exc,
+                arguments or "a classic queue",
+            )
+            channel = await self._channel()
+            await channel.queue_declare(queue, passive=True)
+        await channel.close()
+
+    async def enqueue(self, queue: str, body: bytes, type: str | None, id: str) -> None:
+        properties = spec.Basic.Properties(message_type=type, message_id=id, delivery_mode=2)
+        await self._broker.send("", queue, body, properties)
+
+    async def channel(self, queue: str, prefetch: int | None) -> AmqpChannel:
+        try:
+            async with asyncio.timeout(DECLARE_TIMEOUT):
+                opened = AmqpChannel(await self._channel(), queue)
+                try:
+                    if prefetch is not None:
+                        await opened.consume(prefetch)
+                except BaseException:
+                    # not handed to anyone: closed, so that nothing waits on it unacknowledged
+                    _close_soon(opened)
+                    raise
+                return opened
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"opening a channel on {queue} got no answer") from exc
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"consuming {queue}", exc) from exc
+
+    async def depth(self, queue: str) -> int:
+        try:
+            channel = await self._channel()
+            declared = await channel.queue_declare(queue, passive=True)
+            await channel.close()
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"counting {queue}", exc) from exc
+        return declared.message_count or 0
+
+    async def dead_letters(self, queue: str, most: int) -> list[DeadLetter]:
+        async with self._dead_lock:
+            channel = AmqpChannel(await self._channel(), queue + DEAD_SUFFIX)
+            try:
+                taken = await channel.get_messages(most)
+                return [_dead_letter(message) for message in taken]
+            finally:
+                await channel.aclose()  # every one goes back where it was
+
+    async def redrive(self, queue: str, ids: frozenset[str] | None) -> int:
+        """Take every dead letter; republish the chosen ones (confirmed), then ack them."""
+        moved = 0
+        async with self._dead_lock:
+            channel = AmqpChannel(await self._channel(), queue + DEAD_SUFFIX)
+            try:
+                for message in await channel.get_messages(None):
+                    properties = message.header.properties
+                    if ids is not None and properties.message_id not in ids:
+                        continue
+                    again = spec.Basic.Properties(
+                        message_type=properties.message_type,
+                        message_id=properties.message_id,
+                        delivery_mode=2,
+                    )
+                    await self._broker.send("", queue, message.body, again)
+                    await channel.settle(_tag(message), "ack")
+                    moved += 1
+            finally:
+                await channel.aclose()
+        return moved
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(channel: AmqpChannel) -> None:
+    task = asyncio.get_running_loop().create_task(channel.aclose())
+    _CLOSING.add(task)
+    task.add_done_callback(_CLOSING.discard)
+
+
+def _tag(message: aiormq.abc.DeliveredMessage) -> int:
+    tag = getattr(message.delivery, "delivery_tag", None)
+    return int(tag) if isinstance(tag, int) else 0
+
+
+def _delivery(message: aiormq.abc.DeliveredMessage) -> Delivery:
+    properties = message.header.properties
+    headers = properties.headers or {}
+    count = headers.get("x-delivery-count", 0)
+    redelivered = bool(getattr(message.delivery, "redelivered", False))
+    return Delivery(
+        tag=_tag(message),
+        id=properties.message_id or "",
+        type=properties.message_type,
+        body=message.body,
+        deliveries=(count if isinstance(count, int) else 0) + 1,
+        redelivered=redelivered,
+    )
+
+
+def _dead_letter(message: aiormq.abc.DeliveredMessage) -> DeadLetter:
+    properties = message.header.properties
+    deaths = (properties.headers or {}).get("x-death") or [{}]
+    last = deaths[0] if isinstance(deaths, list) and isinstance(deaths[0], dict) else {}
+    died = last.get("time")
+    return DeadLetter(
+        id=properties.message_id or "",
+        type=properties.message_type,
+        body=message.body,
+        reason=str(last.get("reason", "unknown")),
+        count=count if isinstance(count := last.get("count"), int) else 1,
+        died=died if isinstance(died, datetime) else None,
+    )
+
+
+class AmqpChannel:
+    """One AMQP channel of a work queue: consuming (``basic.consume``) or pulling."""
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel, queue: str) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._arrived: deque[aiormq.abc.DeliveredMessage] = deque()
+        self._came = asyncio.Event()
+        self.key = next(_CHANNEL_KEYS)
+
+    @property
+    def closed(self) -> bool:
+        return self._channel.is_closed
+
+    async def consume(self, prefetch: int) -> None:
+        await self._channel.basic_qos(prefetch_count=prefetch)
+        await self._channel.basic_consume(self._queue, self._take, no_ack=False)
+
+    async def _take(self, message: aiormq.abc.DeliveredMessage) -> None:
+        self._arrived.append(message)
+        self._came.set()
+
+    async def next(self) -> Delivery:
+        # taken from the deque only after the wait, with no await between: a cancelled
+        # wait (the stream's heartbeat timeout) never drops a delivery that came meanwhile
+        while not self._arrived:
+            if self._channel.is_closed:
+                raise BrokerUnavailable(f"the channel consuming {self._queue} closed")
+            self._came.clear()
+            came = asyncio.ensure_future(self._came.wait())
+            closing = asyncio.ensure_future(asyncio.shield(self._channel.closing))
+            try:
+                await asyncio.wait((came, closing), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                came.cancel()
+                closing.cancel()
+                if closing.done() and not closing.cancelled():
+                    closing.exception()  # retrieved: the loop need not report it
+        return _delivery(self._arrived.popleft())
+
+    async def get(self, most: int) -> list[Delivery]:
+        return [_delivery(message) for message in await self.get_messages(most)]
+
+    async def get_messages(self, most: int | None) -> list[aiormq.abc.DeliveredMessage]:
+        """Up to ``most`` messages (None: all) by ``basic.get``, unacknowledged."""
+        queue = self._queue
+        taken: list[aiormq.abc.DeliveredMessage] = []
+        try:
+            while most is None or len(taken) < most:
+                message = await self._channel.basic_get(queue, no_ack=False)
+                if not isinstance(message.delivery, spec.Basic.GetOk):
+                    break
+                taken.append(message)
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"taking from {queue}", exc) from exc
+        return taken
+
+    async def settle(self, tag: int, outcome: Outcome) -> None:
+        try:
+            async with asyncio.timeout(SETTLE_TIMEOUT):
+                if outcome == "ack":
+                    await self._channel.basic_ack(tag)
+                else:
+                    await self._channel.basic_nack(tag, requeue=outcome == "requeue")
+        except SETTLE_ERRORS as exc:
+            raise _unavailable("settling a task", exc) from exc
+
+    async def aclose(self) -> None:
+        if self._channel.is_closed:
+            return
+        try:
+            await self._channel.close()
+        except CONNECTION_ERRORS:
+            log.debug("closing a work queue channel failed", exc_info=True)
