@@ -250,7 +250,7 @@ class Client:
                     self.leases.let_go(chunk)
                 results.update(got)
                 for task in chunk:
-                    task.settled = got.get(task.lease) == "ok"
+                    task.settled = task.settled or got.get(task.lease) == "ok"
         return results
 
     async def _settle_one(self, task: Task, action: Action, delay: float) -> None:
