@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -72,15 +72,14 @@ class Worker:
             self._running.pop(runner)
             slots.release()
 
-        stopping = asyncio.ensure_future(self.stop.wait())
+        stopping: asyncio.Future[object] = asyncio.ensure_future(self.stop.wait())
         try:
             while not self.stop.is_set():
-                await slots.acquire()
-                taking = asyncio.ensure_future(anext(stream))
-                await asyncio.wait((taking, stopping), return_when=asyncio.FIRST_COMPLETED)
-                if not taking.done():
-                    taking.cancel()  # the stream's reader holds the connection: nothing drops
+                if not await _unless(slots.acquire(), stopping):
                     return
+                taking = asyncio.ensure_future(anext(stream))
+                if not await _unless(taking, stopping):
+                    return  # the stream's reader holds the connection: nothing drops
                 try:
                     task = taking.result()
                 except StopAsyncIteration:
@@ -172,3 +171,13 @@ class _Run:
         self.killed = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+async def _unless(waiting: Awaitable[object], stopping: asyncio.Future[object]) -> bool:
+    """Wait for ``waiting`` unless ``stopping`` comes first (it is then cancelled): if it came."""
+    future = asyncio.ensure_future(waiting)
+    await asyncio.wait((future, stopping), return_when=asyncio.FIRST_COMPLETED)
+    if future.done():
+        return True
+    future.cancel()
+    return False
