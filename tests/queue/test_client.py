@@ -12,7 +12,7 @@ import pytest
 
 from hopcast import Client, LeaseLost, QueueRefused, Task
 from tests.support.proxy import BlackHoleProxy
-from tests.support.queues import enqueue, queue_gateway, receive
+from tests.support.queues import enqueue, queue_gateway, queue_metric, receive
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.slow
@@ -36,14 +36,6 @@ async def http(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def _take(stream: AsyncIterator[Task], count: int) -> list[Task]:
     async with asyncio.timeout(60):
         return [await anext(stream) for _ in range(count)]
-
-
-async def _metric(http: httpx.AsyncClient, name: str, queue: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in {**labels, "queue": queue}.items())
-    for line in (await http.get("/metrics")).text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} for {queue}")
 
 
 async def _dead(http: httpx.AsyncClient, queue: str, count: int) -> list[dict[str, object]]:
@@ -81,7 +73,7 @@ async def test_a_stream_of_tasks_acked_one_by_one(
         ("email", "2", 1, False),
     ]
     assert tasks[3].data == tasks[3].body == bytes(range(256))  # base64 on the way, bytes here
-    assert await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 4
+    assert await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 4
     assert await receive(http, queue) == []
 
 
@@ -96,7 +88,7 @@ async def test_a_nack_with_a_delay_brings_the_task_back(
             [back] = await _take(stream, 1)
             assert (back.id, back.deliveries, back.redelivered) == (task_id, 2, True)
             await back.ack()
-    assert await _metric(http, "hopcast_queue_settled_total", queue, outcome="nack") == 1
+    assert await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="nack") == 1
 
 
 async def test_a_rejected_task_is_a_dead_letter(
@@ -125,7 +117,7 @@ async def test_batch_acks_answer_for_each_lease(
         assert results == {t.lease: ("lost" if t is tasks[0] else "ok") for t in tasks}
         assert all(t.settled for t in tasks)
         assert await client.ack(tasks[1]) == {tasks[1].lease: "lost"}
-    assert await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 5
+    assert await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 5
     assert await receive(http, queue) == []
 
 
@@ -143,7 +135,7 @@ async def test_a_slow_body_keeps_its_lease_past_the_lease_it_was_given(
         await task.ack()
         [second] = await _take(stream, 1)  # held meanwhile, and kept alive too
         await second.ack()
-    assert await _metric(http, "hopcast_queue_lease_expiries_total", queue) == 0
+    assert await queue_metric(http, "hopcast_queue_lease_expiries_total", queue) == 0
     assert (task.deliveries, second.deliveries) == (1, 1)
 
 
@@ -162,7 +154,7 @@ async def test_past_the_cap_the_lease_is_lost_and_the_task_comes_again(
         [back] = await client.receive(queue, wait=20)
         assert (back.id, back.deliveries, back.redelivered) == (task_id, 2, True)
         await back.ack()
-    assert await _metric(http, "hopcast_queue_lease_expiries_total", queue) == 1
+    assert await queue_metric(http, "hopcast_queue_lease_expiries_total", queue) == 1
 
 
 async def test_a_dropped_stream_reconnects_and_its_tasks_come_again(

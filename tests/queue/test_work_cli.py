@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from tests.support.gateways import serve_in_loop, settings_for
-from tests.support.queues import enqueue, queue_gateway, receive
+from tests.support.queues import enqueue, queue_gateway, queue_metric, receive
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.slow
@@ -90,14 +90,6 @@ async def _until(what: str, check: object) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _metric(http: httpx.AsyncClient, name: str, queue: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in {**labels, "queue": queue}.items())
-    for line in (await http.get("/metrics")).text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} "):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no {name} for {queue}")
-
-
 @pytest.fixture
 async def gateway(broker_kind: str, names: Names, queue: str) -> AsyncIterator[httpx.AsyncClient]:
     """A gateway serving ``queue`` with deliveries limited to 2; a client of it."""
@@ -119,7 +111,7 @@ async def test_failing_tasks_end_dead_the_rest_are_acked_once(
 
         async def settled() -> bool:
             dead = (await http.get(f"/queues/{queue}/dead")).json()["dead"]
-            acked = await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack")
+            acked = await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack")
             return len(dead) == len(bad) and acked == len(good)
 
         await _until("every task acked or dead", settled)
@@ -133,7 +125,9 @@ async def test_failing_tasks_end_dead_the_rest_are_acked_once(
     assert Counter(task for task, _, _ in ends if task not in good) == dict.fromkeys(bad, 3)
     dead = (await http.get(f"/queues/{queue}/dead")).json()["dead"]
     assert {(d["id"], d["reason"]) for d in dead} == {(task, "delivery_limit") for task in bad}
-    assert await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == len(good)
+    assert await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == len(
+        good
+    )
     assert await receive(http, queue) == []
     assert "exited with 3; nacked" in said
 
@@ -153,7 +147,9 @@ async def test_a_body_reaches_the_command_byte_for_byte(
     try:
 
         async def acked() -> bool:
-            return await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 1
+            return (
+                await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == 1
+            )
 
         await _until("the task acked", acked)
     finally:
@@ -181,7 +177,9 @@ async def test_sigterm_lets_running_commands_finish_and_loses_no_task(
     started = {task for step, task, _, _ in _lines(ledger) if step == "start"}
     ended = {task for step, task, _, _ in _lines(ledger) if step == "end-t"}
     assert started == ended and len(ended) >= 2  # the running commands finished
-    assert await _metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == len(ended)
+    assert await queue_metric(http, "hopcast_queue_settled_total", queue, outcome="ack") == len(
+        ended
+    )
     rest: list[dict[str, object]] = []
     while len(rest) < len(sent) - len(ended):
         rest += await receive(http, queue, max=10, wait=20)
