@@ -8,7 +8,7 @@ underscore is internal and may change in any release.
 >>> app = hopcast.create_app(hopcast.Settings.from_env({"HOPCAST_BROKER": "memory://"}))
 """
 
-from hopcast._client import Client, Event, Missed, Published, Subscription
+from hopcast._client import Client, Event, Missed, Published, Subscription, Task, TaskStream
 from hopcast._core.errors import (
     BrokerUnavailable,
     CannotStart,
@@ -19,8 +19,10 @@ from hopcast._core.errors import (
     InvalidInput,
     InvalidOffset,
     InvalidTopic,
+    LeaseLost,
     PublishNotConfirmed,
     PublishRefused,
+    QueueRefused,
     Refused,
     SubscriptionClosed,
     SubscriptionRefused,
@@ -41,15 +43,19 @@ __all__ = [
     "InvalidInput",
     "InvalidOffset",
     "InvalidTopic",
+    "LeaseLost",
     "Missed",
     "PublishNotConfirmed",
     "PublishRefused",
     "Published",
+    "QueueRefused",
     "Refused",
     "Settings",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionRefused",
+    "Task",
+    "TaskStream",
     "Unauthorized",
     "create_app",
 ]

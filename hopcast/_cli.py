@@ -1,4 +1,4 @@
-"""The command line: ``hopcast serve | publish | listen``.
+"""The command line: ``hopcast serve | publish | listen | work``.
 
 Only the CLI configures logging. Every ``serve`` flag has a ``HOPCAST_*``
 variable; a flag wins over its variable.
@@ -274,3 +274,98 @@ def listen_command(
         raise _refused(exc, as_json) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def _command(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """A command that can be run: a path, or a name found on ``PATH``."""
+    import shutil
+
+    _text(ctx, param, value)
+    if not value[0]:
+        raise click.BadParameter("the command is empty")
+    if shutil.which(value[0]) is None:
+        raise click.BadParameter(f"{value[0]!r}: no such command (or it is not executable)")
+    return value
+
+
+@main.command("work", context_settings={"ignore_unknown_options": False})
+@click.argument("queue", callback=_text)
+@click.argument("command", nargs=-1, required=True, callback=_command)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="commands run at once (the stream's prefetch)",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(0, 86_400, min_open=True),
+    default=None,
+    help="seconds each task is leased for, extended while its command runs (default: the"
+    " gateway's --lease)",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 86_400),
+    default=20.0,
+    show_default=True,
+    help="seconds running commands get to finish on SIGTERM or Ctrl-C; then they are killed"
+    " and their tasks go back (a second signal ends the grace at once)",
+)
+@click.option(
+    "--nack-delay",
+    type=click.FloatRange(0, 86_400),
+    default=0.0,
+    show_default=True,
+    help="seconds a failed task waits before it goes back to the queue",
+)
+@url_option
+@token_option
+def work_command(
+    queue: str,
+    command: tuple[str, ...],
+    *,
+    concurrency: int,
+    lease: float | None,
+    grace: float,
+    nack_delay: float,
+    url: str,
+    token: str | None,
+) -> None:
+    """Run COMMAND for each task of QUEUE: `hopcast work QUEUE -- COMMAND ARGS...`.
+
+    The task's body goes to the command's stdin, its id, type and deliveries to
+    HOPCAST_TASK_ID, HOPCAST_TASK_TYPE and HOPCAST_TASK_DELIVERIES. Exit status 0
+    acks the task, any other nacks it (the queue's delivery limit dead-letters one
+    that keeps failing). Stops cleanly on SIGTERM or Ctrl-C.
+    """
+    import signal
+
+    from hopcast._client import Client
+    from hopcast._client.worker import Work, Worker
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # on stderr
+    work = Work(queue, command, concurrency, lease, grace, nack_delay)
+    stopped_by: list[int] = []
+
+    async def go() -> None:
+        async with Client(url, token=token) as client:
+            worker = Worker(client, work)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, _stop, worker, signum)
+            await worker.run()
+
+    def _stop(worker: Worker, signum: int) -> None:
+        if worker.stop.is_set():
+            worker.hurry.set()
+        stopped_by.append(signum)
+        worker.stop.set()
+
+    try:
+        asyncio.run(go())
+    except Refused as exc:
+        raise _refused(exc, False) from None
+    if stopped_by and stopped_by[0] == signal.SIGINT:
+        raise SystemExit(130)

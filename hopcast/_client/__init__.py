@@ -1,9 +1,11 @@
-"""The Python client: `Client` (publish, subscribe) and the values it yields (`values`).
+"""The Python client: `Client` (publish, subscribe, take tasks) and the values it yields.
 
->>> from hopcast._client import Client, Event, Missed
+>>> from hopcast._client import Client, Event, Missed, Task
 """
 
 from hopcast._client.client import Client, Subscription, TokenSource
+from hopcast._client.task_stream import TaskStream
+from hopcast._client.tasks import Task
 from hopcast._client.values import Event, EventStreamParser, Missed, Published
 
 __all__ = [
@@ -13,5 +15,7 @@ __all__ = [
     "Missed",
     "Published",
     "Subscription",
+    "Task",
+    "TaskStream",
     "TokenSource",
 ]

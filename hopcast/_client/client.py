@@ -24,16 +24,27 @@ import json
 import logging
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
+from itertools import groupby
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
 
+from hopcast._client.leases import MAX_LEASES, LeaseKeeper, lease_seconds
+from hopcast._client.problems import refusal, retry_after
+from hopcast._client.task_stream import TaskStream
+from hopcast._client.tasks import Action, Result, Task
 from hopcast._client.values import Event, EventStreamParser, Missed, Published
-from hopcast._core.errors import PublishRefused, Refused, SubscriptionRefused
+from hopcast._core.errors import (
+    LeaseLost,
+    PublishRefused,
+    QueueRefused,
+    Refused,
+    SubscriptionRefused,
+)
 
 log = logging.getLogger("hopcast.client")  # named by layer: module paths are internal
 
@@ -43,6 +54,8 @@ RETRIED_STATUSES = frozenset({429, 503})
 """Publish answers that say nothing was published, come back later (with ``Retry-After``)."""
 _MISSED = "hopcast-missed"
 _TOKEN_EXPIRED = "hopcast-token-expired"
+RECEIVE_SLACK = 10.0
+"""Seconds a pull may take beyond its ``wait`` before it counts as timed out."""
 
 _R = TypeVar("_R", bound=Refused)
 
@@ -81,6 +94,9 @@ class Client:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=idle_timeout))
         self._subscriptions: weakref.WeakSet[Subscription] = weakref.WeakSet()
+        self._task_streams: weakref.WeakSet[TaskStream] = weakref.WeakSet()
+        self.leases = LeaseKeeper(self._extend)
+        """The tasks this client holds, their leases extended until they are settled."""
 
     async def __aenter__(self) -> Client:
         return self
@@ -94,9 +110,13 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every subscription still open, then the HTTP client if it is the client's own."""
+        """Close every subscription and task stream still open (their unsettled tasks go back),
+        stop extending leases, then close the HTTP client if it is the client's own."""
         for subscription in list(self._subscriptions):
             await subscription.aclose()
+        for stream in list(self._task_streams):
+            await stream.aclose()
+        await self.leases.aclose()
         if self._own_http:
             await self._http.aclose()
 
@@ -127,27 +147,142 @@ class Client:
         body = data.encode() if isinstance(data, str) else data
         url = f"{self.url}/events/{quote(topic, safe='')}"
         params = {"event": event} if event is not None else {}
+        response = await self._post(url, PublishRefused, "publishing", content=body, params=params)
+        answer = response.json()
+        return Published(answer["topic"], answer["event"], answer["size"])
+
+    async def _post(
+        self,
+        url: str,
+        kind: type[_R],
+        doing: str,
+        *,
+        timeout: httpx.Timeout | None = None,
+        **request: Any,
+    ) -> httpx.Response:
+        """POST, tried again while nothing was done (it cannot connect, a ``503`` or ``429``,
+        ``publish_retries`` times); a 2xx answer, else a ``kind`` of `Refused`."""
         tries = 0
+        if timeout is not None:
+            request["timeout"] = timeout
         while True:
             tries += 1
             headers = await self.auth_headers()
             try:
-                response = await self._http.post(url, content=body, params=params, headers=headers)
-            except httpx.ConnectError:  # nothing was sent: trying again publishes at most once
+                response = await self._http.post(url, headers=headers, **request)
+            except httpx.ConnectError:  # nothing was sent: trying again does it at most once
                 if tries > self.publish_retries:
                     raise
-                log.warning("%s: cannot connect; publishing again in %.1f s", self.url, self.retry)
+                log.warning("%s: cannot connect; %s again in %.1f s", self.url, doing, self.retry)
                 await asyncio.sleep(self.retry)
                 continue
-            if response.status_code == 202:
-                answer = response.json()
-                return Published(answer["topic"], answer["event"], answer["size"])
-            refused = _problem(PublishRefused, response.status_code, response.text)
+            if 200 <= response.status_code < 300:
+                return response
+            refused = refusal(kind, response.status_code, response.text)
             if response.status_code not in RETRIED_STATUSES or tries > self.publish_retries:
                 raise refused
-            wait = _retry_after(response.headers.get("retry-after"), self.retry)
-            log.warning("%s; publishing again in %.1f s", refused, wait)
+            wait = retry_after(response.headers.get("retry-after"), self.retry)
+            log.warning("%s; %s again in %.1f s", refused, doing, wait)
             await asyncio.sleep(wait)
+
+    # -- work queues -------------------------------------------------------------------
+
+    def tasks(self, queue: str, *, prefetch: int = 1, lease: float | None = None) -> TaskStream:
+        """Take tasks of ``queue`` as they come; iterate the answer for `Task` values.
+
+        The connection holds up to ``prefetch`` tasks (1-100) leased for ``lease``
+        seconds each (None: the gateway's ``--lease``). Every task taken is extended
+        at half its lease until it is settled (never past the gateway's cap).
+
+        >>> async def work(client: Client) -> None:
+        ...     async for task in client.tasks("mail", prefetch=4):
+        ...         await task.ack()
+        """
+        stream = TaskStream(self, queue, prefetch, lease)
+        self._task_streams.add(stream)
+        return stream
+
+    async def receive(
+        self, queue: str, *, max: int = 1, wait: float = 0.0, lease: float | None = None
+    ) -> list[Task]:
+        """Up to ``max`` tasks of ``queue`` (1-100), waiting up to ``wait`` seconds (0-20) for
+        the first; an empty list when none came. Their leases are extended as a stream's are."""
+        params: dict[str, Any] = {"max": max, "wait": wait}
+        if lease is not None:
+            params["lease"] = lease
+        timeout = httpx.Timeout(10.0, read=wait + RECEIVE_SLACK)
+        url = self.queue_url(queue, "receive")
+        response = await self._post(url, QueueRefused, "receiving", params=params, timeout=timeout)
+        tasks = [Task.from_json(queue, item, self) for item in response.json()["tasks"]]
+        for task in tasks:
+            self.leases.hold(task, lease_seconds(task, lease))
+        return tasks
+
+    async def ack(self, *tasks: Task) -> dict[str, Result]:
+        """Acknowledge tasks in as few requests as can be; the result of each, by lease:
+        ``"ok"``, ``"lost"`` (see `LeaseLost`) or ``"forbidden"`` (another principal's)."""
+        return await self._settle_many(tasks, "ack")
+
+    async def nack(self, *tasks: Task, delay: float = 0.0) -> dict[str, Result]:
+        """Give tasks back, after ``delay`` seconds; the result of each, as `ack` says."""
+        return await self._settle_many(tasks, "nack", delay)
+
+    async def reject(self, *tasks: Task) -> dict[str, Result]:
+        """Send tasks to the dead letters; the result of each, as `ack` says."""
+        return await self._settle_many(tasks, "reject")
+
+    def queue_url(self, queue: str, action: str = "") -> str:
+        """The URL of ``queue`` (its name checked by the gateway), or of one of its actions."""
+        return f"{self.url}/queues/{quote(queue, safe='')}" + (f"/{action}" if action else "")
+
+    async def _settle_many(
+        self, tasks: tuple[Task, ...], action: Action, delay: float = 0.0
+    ) -> dict[str, Result]:
+        results: dict[str, Result] = {}
+        extra = {"delay": delay} if action == "nack" else {}
+        for queue, group in groupby(sorted(tasks, key=lambda t: t.queue), key=lambda t: t.queue):
+            batch = list(group)
+            for start in range(0, len(batch), MAX_LEASES):
+                chunk = batch[start : start + MAX_LEASES]
+                try:
+                    got, _ = await self._settle(queue, action, [t.lease for t in chunk], extra)
+                finally:
+                    self.leases.let_go(chunk)
+                results.update(got)
+                for task in chunk:
+                    task.settled = task.settled or got.get(task.lease) == "ok"
+        return results
+
+    async def _settle_one(self, task: Task, action: Action, delay: float) -> None:
+        extra = {"delay": delay} if action == "nack" else {}
+        try:
+            results, _ = await self._settle(task.queue, action, [task.lease], extra)
+        finally:
+            self.leases.let_go([task])  # settled or not, extending it would not help
+        if results.get(task.lease) != "ok":
+            raise LeaseLost(409, "Lease lost", f"task {task.id} of {task.queue}: {_LOST}")
+        task.settled = True
+
+    async def _extend(
+        self, queue: str, leases: list[str], seconds: float
+    ) -> tuple[dict[str, Result], dict[str, str]]:
+        return await self._settle(queue, "extend", leases, {"seconds": seconds})
+
+    async def _settle(
+        self, queue: str, action: str, leases: list[str], extra: Mapping[str, float]
+    ) -> tuple[dict[str, Result], dict[str, str]]:
+        """One settle or extend request: each lease's result and new expiry. One lease alone
+        answered ``409`` is ``"lost"``; any other refusal raises `QueueRefused`."""
+        url = self.queue_url(queue, action)
+        body = {"leases": leases, **extra}
+        try:
+            response = await self._post(url, QueueRefused, action, json=body)
+        except QueueRefused as exc:
+            if exc.status == 409 and len(leases) == 1:
+                return {leases[0]: "lost"}, {}
+            raise
+        answer = response.json()
+        return answer["results"], answer.get("expires", {})
 
     async def auth_headers(self) -> dict[str, str]:
         """The ``Authorization`` header with a fresh token, when the client has a token."""
@@ -251,7 +386,7 @@ class Subscription:
             await response.aclose()
             if 400 <= response.status_code < 500:
                 self._closed = True
-                raise _problem(SubscriptionRefused, response.status_code, body)
+                raise refusal(SubscriptionRefused, response.status_code, body)
             log.warning("%s answered %d; trying again", self.client.url, response.status_code)
             return
         self.connections += 1
@@ -307,18 +442,4 @@ def _missed(event: Event) -> Event | Missed:
         return event
 
 
-def _problem(kind: type[_R], status: int, body: str) -> _R:
-    """A `Refused` of ``kind`` from a problem-details body (or whatever the body was)."""
-    title, detail = "", body.strip()[:500]
-    with contextlib.suppress(ValueError, AttributeError):
-        problem = json.loads(body)
-        title, detail = str(problem.get("title", "")), str(problem.get("detail", ""))
-    return kind(status, title or httpx.codes.get_reason_phrase(status) or "Error", detail, body)
-
-
-def _retry_after(value: str | None, default: float) -> float:
-    """Seconds from a ``Retry-After`` header (seconds only; the gateway sends no dates)."""
-    try:
-        return min(60.0, max(0.0, float(value))) if value else default
-    except ValueError:
-        return default
+_LOST = "the lease is lost: it expired, was settled or given back, or its connection dropped"

@@ -19,7 +19,10 @@ HopcastError
 ├── SubscriptionClosed               a subscription was ended by the gateway (slow, shutdown, ...)
 └── Refused                          the gateway answered `hopcast.Client` with a problem
     ├── PublishRefused               a publish was not accepted (nothing was published)
-    └── SubscriptionRefused          a subscription was answered with a 4xx
+    ├── SubscriptionRefused          a subscription was answered with a 4xx
+    └── QueueRefused                 a work queue request (take, settle, extend) was refused
+        └── LeaseLost                a settle answered 409: the lease expired, was settled or
+                                     given back (its task is done, or comes again)
 
 >>> issubclass(Forbidden, HopcastError), issubclass(FrameError, ValueError)
 (True, True)
@@ -181,3 +184,16 @@ class PublishRefused(Refused):
 
 class SubscriptionRefused(Refused):
     """A subscription answered with a 4xx: retrying would not help, so the iteration ends."""
+
+
+class QueueRefused(Refused):
+    """A work queue request (a task stream, a pull, a settle, an extend) the gateway refused."""
+
+
+class LeaseLost(QueueRefused):
+    """A settle answered ``409``: the lease expired, was settled or given back, or its
+    connection dropped; its task is done already or comes again, flagged ``redelivered``.
+
+    >>> str(LeaseLost(409, "Lease lost", "the lease is lost"))
+    '409 Lease lost: the lease is lost'
+    """

@@ -67,6 +67,15 @@ async def receive(http: httpx.AsyncClient, queue: str, **params: Any) -> list[di
     return tasks
 
 
+async def queue_metric(http: httpx.AsyncClient, name: str, queue: str, **labels: str) -> float:
+    """A metric of ``queue`` (and ``labels``) as the gateway's ``/metrics`` says it now."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in {**labels, "queue": queue}.items())
+    for line in (await http.get("/metrics")).text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} for {queue}")
+
+
 async def settle(
     http: httpx.AsyncClient, queue: str, action: str, *leases: str, **more: Any
 ) -> httpx.Response:
