@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,9 +19,12 @@ import httpx
 import jwt
 import pytest
 
+from hopcast._queue.leases import LeaseRef, LeaseSigner
+from hopcast._queue.routing import control_queue
 from tests.support.gateways import Gateway, serve_in_loop, settings_for
 from tests.support.processes import ChildGateway, child_gateway
 from tests.support.queues import (
+    declare_classic,
     delete_queues,
     enqueue,
     fresh_queue_name,
@@ -28,7 +32,7 @@ from tests.support.queues import (
     receive,
     settle,
 )
-from tests.support.rabbitmq import Names
+from tests.support.rabbitmq import Names, delete
 from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
@@ -170,6 +174,32 @@ async def test_memory_is_one_process_a_lease_of_another_is_lost(queue: str) -> N
         lost = await settle(on_b, queue, "ack", task["lease"])
         assert lost.status_code == 409, lost.text
         assert (await settle(on_a, queue, "ack", task["lease"])).status_code == 200
+
+
+async def test_an_owner_that_does_not_answer_is_a_503_and_nothing_is_claimed(
+    names: Names, queue: str
+) -> None:
+    # a control queue no process consumes: the request is routed, and no answer comes
+    silent = os.urandom(8)
+    await declare_classic(control_queue(silent))
+    signer = LeaseSigner(LEASE_SECRET.encode())
+    token = signer.sign(queue, LeaseRef(silent, channel=1, tag=1, generation=1))
+    try:
+        async with (
+            queue_gateway("amqp", names, queue, lease_secret=LEASE_SECRET) as b,
+            httpx.AsyncClient(base_url=b.url, timeout=60) as on_b,
+        ):
+            await enqueue(on_b, queue, b"x")
+            [task] = await receive(on_b, queue, wait=20)
+            answer = await settle(on_b, queue, "ack", task["lease"], token)
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"].isdigit()
+            assert answer.headers["content-type"] == "application/problem+json"
+            # nothing of the request was settled: its own lease is still held
+            held = await settle(on_b, queue, "ack", task["lease"])
+            assert held.json() == {"results": {task["lease"]: "ok"}}
+    finally:
+        await delete([control_queue(silent)])
 
 
 def _gateway_env(names: Names, queue: str) -> dict[str, str]:
