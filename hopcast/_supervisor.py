@@ -12,6 +12,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 import uvloop
+from pydantic import SecretStr
 
 from hopcast._core.errors import ConfigError, cannot_listen
 from hopcast._core.logs import configure_logging
@@ -94,6 +96,8 @@ def run(settings: Settings) -> None:
     if settings.broker[0].startswith("memory:"):
         log.error("memory:// lives in one process; use RabbitMQ to run several workers")
         raise SystemExit(2)
+    if settings.lease_secret is None:  # every worker signs and reads every lease
+        settings = settings.model_copy(update={"lease_secret": SecretStr(secrets.token_hex(32))})
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

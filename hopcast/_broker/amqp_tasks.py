@@ -9,6 +9,12 @@ dead letters can be listed (``basic.get`` each, then give them all back) and
 redriven (moved, then acknowledged) without reordering them, and a redriven
 task leaves it; a stream would keep every dead letter for ever.
 
+Each process also consumes a control queue of its own (``hopcast.ctl.`` and its
+start's id: exclusive, auto-delete, so it goes when the process does): another
+process sends it settlements of the leases this one holds (``mandatory``, so a
+request to a process that is gone comes back unroutable) and waits for the
+answer on RabbitMQ's direct reply-to.
+
 Tasks travel on the broker's shared connection (aiormq: they are few next to
 the events); each `AmqpChannel` is one AMQP channel, whose unacknowledged
 deliveries RabbitMQ gives back when it closes.
@@ -17,8 +23,10 @@ deliveries RabbitMQ gives back when it closes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
+import uuid
 from collections import deque
 from datetime import datetime
 from typing import Any
@@ -28,13 +36,23 @@ import aiormq.abc
 from pamqp import commands as spec
 
 from hopcast._broker.amqp import CONNECTION_ERRORS, DECLARE_TIMEOUT, AmqpBroker, _reason
-from hopcast._broker.base import DEAD_SUFFIX, DeadLetter, Delivery, Outcome, QueueShape
+from hopcast._broker.base import (
+    DEAD_SUFFIX,
+    ControlHandler,
+    DeadLetter,
+    Delivery,
+    Outcome,
+    QueueShape,
+)
 from hopcast._core.errors import BrokerUnavailable
 
 log = logging.getLogger("hopcast.broker")
 
 _CHANNEL_KEYS = itertools.count(1)
 SETTLE_TIMEOUT = 10.0
+CONTROL_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
+REPLY_TO = "amq.rabbitmq.reply-to"
+CONTROL_PAUSE_MAX = 5.0
 SETTLE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
 
 
@@ -67,6 +85,10 @@ class AmqpTasks:
     def __init__(self, broker: AmqpBroker) -> None:
         self._broker = broker
         self._dead_lock = asyncio.Lock()  # one listing or redrive of dead letters at a time
+        self._requests: aiormq.abc.AbstractChannel | None = None  # consumes the direct reply-to
+        self._requests_lock = asyncio.Lock()
+        self._answers: dict[str, asyncio.Future[bytes]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
 
     async def _channel(self) -> aiormq.abc.AbstractChannel:
         conn = await self._broker.connection()
@@ -117,6 +139,96 @@ class AmqpTasks:
             raise BrokerUnavailable(f"opening a channel on {queue} got no answer") from exc
         except CONNECTION_ERRORS as exc:
             raise _unavailable(f"consuming {queue}", exc) from exc
+
+    # -- control queues: settlements routed to the process holding the lease -----------
+
+    async def serve_control(
+        self, queue: str, handler: ControlHandler, ready: asyncio.Event
+    ) -> None:
+        pause = 0.2
+        while True:
+            try:
+                channel = await (await self._broker.connection()).channel(publisher_confirms=False)
+                await channel.queue_declare(queue, exclusive=True, auto_delete=True)
+                await channel.basic_consume(
+                    queue, functools.partial(self._answer, channel, handler), no_ack=True
+                )
+            except CONTROL_ERRORS as exc:
+                log.warning("consuming the control queue %s: %s; retrying", queue, _reason(exc))
+                await asyncio.sleep(pause)
+                pause = min(CONTROL_PAUSE_MAX, pause * 2)
+                continue
+            pause = 0.2
+            ready.set()
+            try:
+                await asyncio.shield(channel.closing)
+            except asyncio.CancelledError:
+                if not channel.is_closed:
+                    await channel.close()
+                raise
+            except BaseException:  # closed with an error: declared again on a new channel
+                log.info("the control queue %s closed; declaring it again", queue)
+
+    async def _answer(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        handler: ControlHandler,
+        message: aiormq.abc.DeliveredMessage,
+    ) -> None:
+        async def answer() -> None:
+            properties = message.header.properties
+            reply = await handler(message.body)
+            if properties.reply_to and not channel.is_closed:
+                again = spec.Basic.Properties(correlation_id=properties.correlation_id)
+                try:
+                    await channel.basic_publish(
+                        reply, exchange="", routing_key=properties.reply_to, properties=again
+                    )
+                except CONNECTION_ERRORS as exc:
+                    log.info("answering a routed settlement failed: %s", _reason(exc))
+
+        task = asyncio.get_running_loop().create_task(answer())  # the next waits for none
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _request_channel(self) -> aiormq.abc.AbstractChannel:
+        channel = self._requests
+        if channel is not None and not channel.is_closed:
+            return channel
+        async with self._requests_lock:
+            channel = self._requests
+            if channel is None or channel.is_closed:
+                channel = await (await self._broker.connection()).channel(publisher_confirms=True)
+                await channel.basic_consume(REPLY_TO, self._on_reply, no_ack=True)
+                self._requests = channel
+            return channel
+
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
+        waiting = self._answers.get(message.header.properties.correlation_id or "")
+        if waiting is not None and not waiting.done():
+            waiting.set_result(message.body)
+
+    async def request(self, queue: str, body: bytes, timeout: float) -> bytes | None:
+        correlation = uuid.uuid4().hex
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._answers[correlation] = answer
+        try:
+            async with asyncio.timeout(timeout):
+                channel = await self._request_channel()
+                properties = spec.Basic.Properties(reply_to=REPLY_TO, correlation_id=correlation)
+                try:
+                    await channel.basic_publish(
+                        body, exchange="", routing_key=queue, properties=properties, mandatory=True
+                    )
+                except aiormq.exceptions.PublishError:
+                    return None  # no such control queue: its process is gone
+                return await answer
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"{queue} did not answer in {timeout:g} s") from exc
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"asking {queue}", exc) from exc
+        finally:
+            del self._answers[correlation]
 
     async def depth(self, queue: str) -> int:
         try:

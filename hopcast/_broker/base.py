@@ -7,7 +7,8 @@ resume semantics).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -103,6 +104,9 @@ class DeadLetter:
     died: datetime | None
 
 
+ControlHandler = Callable[[bytes], Awaitable[bytes]]
+"""Answers one request that came to a process's control queue."""
+
 Outcome = Literal["ack", "requeue", "dead"]
 """How a delivery is settled: done, back to the queue, or straight to the dead letters."""
 
@@ -160,3 +164,15 @@ class TaskBroker(Protocol):
 
     async def redrive(self, queue: str, ids: frozenset[str] | None) -> int:
         """Move the dead letters with these ids (None: all) back to the queue; how many moved."""
+
+    async def serve_control(
+        self, queue: str, handler: ControlHandler, ready: asyncio.Event
+    ) -> None:
+        """Answer the requests sent to ``queue``, this process's own control queue, with
+        ``handler`` until cancelled (declared again after the connection drops); ``ready``
+        is set once it is declared the first time."""
+
+    async def request(self, queue: str, body: bytes, timeout: float) -> bytes | None:
+        """Send ``body`` to the control queue ``queue`` and return its process's answer;
+        None when no such queue exists (its process is gone); `BrokerUnavailable` when no
+        answer came in ``timeout`` seconds or the broker is away."""

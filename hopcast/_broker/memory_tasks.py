@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hopcast._broker.base import DeadLetter, Delivery, Outcome, QueueShape
+from hopcast._broker.base import ControlHandler, DeadLetter, Delivery, Outcome, QueueShape
 from hopcast._core.errors import BrokerUnavailable, PublishNotConfirmed
 
 _CHANNEL_KEYS = itertools.count(1)
@@ -96,6 +96,14 @@ class MemoryTasks:
             q.ready.append(_Task(task.id, task.type, task.body))
         q.wake()
         return len(moving)
+
+    async def serve_control(
+        self, queue: str, handler: ControlHandler, ready: asyncio.Event
+    ) -> None:
+        ready.set()  # memory:// is one process: no other sends it anything
+
+    async def request(self, queue: str, body: bytes, timeout: float) -> bytes | None:
+        return None  # one process: a lease of another start names a process that is gone
 
     async def aclose(self) -> None:
         self.closed = True

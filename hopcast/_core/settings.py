@@ -311,15 +311,6 @@ class Settings(BaseSettings):
                 values = {**values, "subscriber_buffer": former}
         return values
 
-    @model_validator(mode="after")
-    def _queues_in_one_process(self) -> Settings:
-        if self.queue and self.workers > 1:
-            raise ValueError(
-                "--queue with --workers above 1: settling a task through another process"
-                " is not built yet; serve work queues from one process (--workers 1)"
-            )
-        return self
-
     @property
     def former_names_used(self) -> list[str]:
         """Notes for the log on settings given by a former name."""

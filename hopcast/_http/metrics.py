@@ -311,6 +311,7 @@ class QueueCollector(Collector):
             "redeliveries": "Tasks leased again after an earlier delivery",
             "lease_expiries": "Leases that ran out before the task was settled",
             "dead_lettered": "Tasks this gateway rejected or gave back past the delivery limit",
+            "settlements_routed": "Leases settled or extended through the process holding them",
         }
         for field, text in counters.items():
             family = CounterMetricFamily(f"hopcast_queue_{field}", text, labels=["queue"])

@@ -32,8 +32,9 @@ from hopcast._http.streaming import StreamHead
 from hopcast._http.task_stream import TaskStreamResponse
 from hopcast._queue.names import parse_queue_name
 from hopcast._queue.queues import WorkQueues
+from hopcast._queue.routing import Action
 from hopcast._queue.stream import TaskStream
-from hopcast._queue.work import Action, WorkQueue
+from hopcast._queue.work import WorkQueue
 from hopcast._rights.limits import retry_after
 from hopcast._rights.principals import QueueAction
 from hopcast._rights.tokens import Authorizer
@@ -252,7 +253,10 @@ def settle_route(action: Action) -> Any:
         asked = _parse_body(shapes.get(action, LeaseList), await _body(request, settings))
         seconds = asked.seconds if isinstance(asked, ExtendBody) else 0.0
         seconds = asked.delay if isinstance(asked, NackBody) else seconds
-        settled = await queue.settle(asked.leases, action, owner, seconds=seconds)
+        try:
+            settled = await queue.settle(asked.leases, action, owner, seconds=seconds)
+        except BrokerUnavailable as exc:  # the owner of a lease did not answer: nothing claimed
+            return _unavailable(settings, f"{action} on {queue.name}", exc)
         return _settled(settled.results, settled.expires)
 
     settle.__name__ = action

@@ -15,10 +15,17 @@ from collections.abc import Iterator
 from types import TracebackType
 
 from hopcast._broker.base import QueueShape, TaskBroker
-from hopcast._core.errors import BrokerUnavailable, ConfigError, InvalidTopic, UnknownQueue
+from hopcast._core.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    InvalidLease,
+    InvalidTopic,
+    UnknownQueue,
+)
 from hopcast._core.settings import Settings
 from hopcast._queue.leases import LeaseSigner
 from hopcast._queue.names import parse_queue_name
+from hopcast._queue.routing import Router, SettleRequest, control_queue, encode_answer
 from hopcast._queue.work import LeaseLimits, WorkQueue
 
 log = logging.getLogger("hopcast.queue")  # named by layer: module paths are internal
@@ -49,10 +56,14 @@ class WorkQueues:
         self._tasks = tasks
         self._shape = QueueShape(settings.queue_delivery_limit, settings.queue_max_length)
         limits = LeaseLimits(settings.lease, settings.max_lease, settings.queue_delivery_limit)
+        router = Router(tasks) if tasks is not None else None
         self._queues = {
-            name: WorkQueue(name, tasks, self.signer, limits) for name in names if tasks is not None
+            name: WorkQueue(name, tasks, self.signer, limits, router)
+            for name in names
+            if tasks is not None
         }
         self._declaring: asyncio.Task[None] | None = None
+        self._control: asyncio.Task[None] | None = None
         self.declared = asyncio.Event()
 
     @property
@@ -76,13 +87,29 @@ class WorkQueues:
 
     async def __aenter__(self) -> WorkQueues:
         """Declare the queues in the background, retrying while the broker is away."""
-        if self._queues:
-            self._declaring = asyncio.create_task(self._declare())
+        if self._queues and self._tasks is not None:
+            ready = asyncio.Event()
+            name = control_queue(self.signer.instance)
+            self._control = asyncio.create_task(
+                self._tasks.serve_control(name, self._answer, ready)
+            )
+            self._declaring = asyncio.create_task(self._declare(ready))
         else:
             self.declared.set()
         return self
 
-    async def _declare(self) -> None:
+    async def _answer(self, body: bytes) -> bytes:
+        """Settle what another process was asked for leases of this one; the answer."""
+        try:
+            request = SettleRequest.decode(body)
+            settled = await self.get(request.queue).answer(request)
+        except (ValueError, UnknownQueue, InvalidLease) as exc:
+            log.warning("a routed settlement this process cannot answer: %s", exc)
+            return encode_answer({}, {})  # each of its leases: lost
+        return encode_answer(settled.results, settled.expires)
+
+    async def _declare(self, control: asyncio.Event) -> None:
+        await control.wait()  # before any lease is granted: another process may route it here
         pause = 0.2
         for queue in self._queues.values():
             while self._tasks is not None:
@@ -102,8 +129,9 @@ class WorkQueues:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._declaring is not None:
-            self._declaring.cancel()
-            await asyncio.gather(self._declaring, return_exceptions=True)
+        for task in (self._declaring, self._control):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for queue in self._queues.values():
             await queue.aclose()

@@ -14,18 +14,17 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from hopcast._broker.base import Delivery, Outcome, TaskBroker, TaskChannel
 from hopcast._core.errors import BrokerUnavailable
 from hopcast._queue.leases import LeaseRef, LeaseSigner
 from hopcast._queue.names import amqp_name
+from hopcast._queue.routing import Action, Result, Router, SettleRequest
 from hopcast._queue.tasks import dead_letter_object, task_object, timestamp
 
 log = logging.getLogger("hopcast.queue")  # named by layer: module paths are internal
 
-Action = Literal["ack", "nack", "reject", "extend"]
-Result = Literal["ok", "lost", "forbidden"]
 PULL_PAUSE_FIRST = 0.05
 PULL_PAUSE_MAX = 0.5
 """Seconds between two looks at an empty queue while a pull waits (doubling from the first)."""
@@ -54,6 +53,8 @@ class QueueStats:
     lease_expiries: int = 0
     dead_lettered: int = 0
     settled: dict[str, int] = field(default_factory=lambda: {"ack": 0, "nack": 0, "reject": 0})
+    settlements_routed: int = 0
+    """Leases settled or extended through the process that holds them."""
 
 
 @dataclass(eq=False, slots=True)
@@ -81,9 +82,15 @@ class WorkQueue:
     """A configured work queue: enqueue, lease (stream or pull), settle."""
 
     def __init__(
-        self, name: str, tasks: TaskBroker, signer: LeaseSigner, limits: LeaseLimits
+        self,
+        name: str,
+        tasks: TaskBroker,
+        signer: LeaseSigner,
+        limits: LeaseLimits,
+        router: Router | None = None,
     ) -> None:
         self.name = name
+        self._router = router if router is not None else Router(tasks)
         self.amqp = amqp_name(name)
         self.stats = QueueStats()
         self._tasks = tasks
@@ -268,16 +275,54 @@ class WorkQueue:
         seconds: float = 0.0,
     ) -> Settled:
         """Settle or extend leases: every token is checked first (`InvalidLease`: none is
-        settled), then each is settled that is still held by ``owner``.
+        settled), then each is settled that is still held by ``owner``; the leases of
+        another process through that process (`BrokerUnavailable` if one does not answer
+        in time: then none is settled here).
 
         ``seconds``: how far to extend, or how long a nack keeps the task first.
         """
         refs = {token: self._signer.read(self.name, token) for token in dict.fromkeys(tokens)}
+        elsewhere: dict[bytes, list[str]] = {}
+        for token, ref in refs.items():
+            if ref.instance != self._signer.instance:
+                elsewhere.setdefault(ref.instance, []).append(str(token))
+        answers = await asyncio.gather(
+            *(
+                self._router.settle(
+                    instance, SettleRequest(self.name, action, leases, owner, seconds)
+                )
+                for instance, leases in elsewhere.items()
+            )
+        )
+        results: dict[str, Result] = {}
+        expires: dict[str, str] = {}
+        for routed, extended in answers:
+            results.update(routed)
+            expires.update(extended)
+            self.stats.settlements_routed += len(routed)
+        here = await self.settle_here(
+            {t: r for t, r in refs.items() if r.instance == self._signer.instance},
+            action,
+            owner,
+            seconds,
+        )
+        results.update(here.results)
+        expires.update(here.expires)
+        order = [str(token) for token in refs]
+        return Settled(
+            {t: results[t] for t in order}, {t: expires[t] for t in order if t in expires}
+        )
+
+    async def settle_here(
+        self, refs: dict[object, LeaseRef], action: Action, owner: str | None, seconds: float
+    ) -> Settled:
+        """Settle or extend leases of this process (a lease of another start is lost)."""
         results: dict[str, Result] = {}
         expires: dict[str, str] = {}
         for token, ref in refs.items():
             lease = self._leases.get((ref.channel, ref.tag))
-            if lease is None or lease.ref != ref or lease.channel.closed:
+            mine = ref.instance == self._signer.instance
+            if not mine or lease is None or lease.ref != ref or lease.channel.closed:
                 results[str(token)] = "lost"
             elif lease.owner != owner:
                 results[str(token)] = "forbidden"
@@ -287,6 +332,11 @@ class WorkQueue:
             else:
                 results[str(token)] = await self._finish(lease, action, seconds)
         return Settled(results, expires)
+
+    async def answer(self, request: SettleRequest) -> Settled:
+        """Settle what another process was asked (`InvalidLease`: a token not signed here)."""
+        refs: dict[object, LeaseRef] = {t: self._signer.read(self.name, t) for t in request.leases}
+        return await self.settle_here(refs, request.action, request.owner, request.seconds)
 
     def _extend(self, lease: Lease, seconds: float) -> str:
         loop = asyncio.get_running_loop()

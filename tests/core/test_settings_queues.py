@@ -15,9 +15,9 @@ def test_queues_come_as_a_comma_list() -> None:
     assert Settings.from_env({}, queue=("a", "b")).queue == ("a", "b")
 
 
-def test_queues_are_served_by_one_process() -> None:
-    with pytest.raises(ConfigError, match=r"--workers above 1.*not built yet"):
-        Settings.from_env({"HOPCAST_QUEUE": "mail", "HOPCAST_WORKERS": "2"})
+def test_queues_are_served_by_several_processes_too() -> None:
+    settings = Settings.from_env({"HOPCAST_QUEUE": "mail", "HOPCAST_WORKERS": "2"})
+    assert (settings.queue, settings.workers) == (("mail",), 2)
 
 
 def test_the_former_name_of_the_subscriber_buffer_still_works_with_a_note() -> None:
