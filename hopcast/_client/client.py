@@ -18,13 +18,10 @@ one stopped. How a subscription reconnects is drawn in docs/architecture.md.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
-import json
 import logging
 import weakref
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from itertools import groupby
 from types import TracebackType
@@ -35,25 +32,21 @@ import httpx
 
 from hopcast._client.leases import MAX_LEASES, LeaseKeeper, lease_seconds
 from hopcast._client.problems import refusal, retry_after
+from hopcast._client.subscription import Subscription
 from hopcast._client.task_stream import TaskStream
 from hopcast._client.tasks import Action, Result, Task
-from hopcast._client.values import Event, EventStreamParser, Missed, Published
+from hopcast._client.values import Published
 from hopcast._core.errors import (
     LeaseLost,
     PublishRefused,
     QueueRefused,
     Refused,
-    SubscriptionRefused,
 )
 
 log = logging.getLogger("hopcast.client")  # named by layer: module paths are internal
 
-RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
-"""What ends a connection that a reconnect may mend."""
 RETRIED_STATUSES = frozenset({429, 503})
 """Publish answers that say nothing was published, come back later (with ``Retry-After``)."""
-_MISSED = "hopcast-missed"
-_TOKEN_EXPIRED = "hopcast-token-expired"
 RECEIVE_SLACK = 10.0
 """Seconds a pull may take beyond its ``wait`` before it counts as timed out."""
 
@@ -296,150 +289,6 @@ class Client:
     def http(self) -> httpx.AsyncClient:
         """The HTTP client the client speaks through."""
         return self._http
-
-
-class Subscription:
-    """An open subscription: an async iterator of `Event` and `Missed` values that resumes itself.
-
-    It keeps ``last_event_id`` (heartbeats move it too) and reconnects with it as
-    ``Last-Event-ID``, as a browser does. A refusal (a 4xx) ends the iteration
-    with `SubscriptionRefused`. ``break`` leaves its connection open until
-    `aclose`, the end of an ``async with`` on it, or the client's `Client.aclose`.
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        patterns: tuple[str, ...],
-        *,
-        since: str | datetime | None,
-        last_event_id: str | None,
-    ) -> None:
-        self.client = client
-        self.patterns = patterns
-        self.since = since.isoformat() if isinstance(since, datetime) else since
-        self.last_event_id = last_event_id
-        self.connections = 0
-        """Connections that the gateway answered with a stream."""
-        self.retry = client.retry
-        self._ready: deque[Event | Missed] = deque()
-        self._response: httpx.Response | None = None
-        self._chunks: AsyncIterator[bytes] | None = None
-        self._parser = EventStreamParser()
-        self._wait = 0.0
-        self._closed = False
-
-    async def __aenter__(self) -> Subscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Event | Missed:
-        while not self._ready:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._chunks is None:
-                await self._connect()
-                continue
-            try:
-                chunk = await anext(self._chunks)
-            except StopAsyncIteration:
-                await self._drop(None)
-                continue
-            except RECONNECT_ERRORS as exc:
-                await self._drop(exc)
-                continue
-            self._take(chunk)
-        return self._ready.popleft()
-
-    async def aclose(self) -> None:
-        """End the subscription and its connection; the iteration stops."""
-        self._closed = True
-        await self._release()
-
-    async def _connect(self) -> None:
-        """Open the next connection, after the wait a reconnect takes; refusals raise."""
-        if self._wait:
-            await asyncio.sleep(self._wait)
-        self._wait = self.retry
-        headers = {"Accept": "text/event-stream", **await self.client.auth_headers()}
-        if self.last_event_id:
-            headers["Last-Event-ID"] = self.last_event_id
-        query: dict[str, Any] = {"topic": list(self.patterns)}
-        if self.since is not None and not self.last_event_id:  # once an event came, it resumes
-            query["since"] = self.since
-        http = self.client.http
-        request = http.build_request(
-            "GET", f"{self.client.url}/events", params=query, headers=headers
-        )
-        try:
-            response = await http.send(request, stream=True)
-        except RECONNECT_ERRORS as exc:
-            self._log_retry(exc)
-            return
-        if response.status_code != 200:
-            body = (await response.aread()).decode(errors="replace")
-            await response.aclose()
-            if 400 <= response.status_code < 500:
-                self._closed = True
-                raise refusal(SubscriptionRefused, response.status_code, body)
-            log.warning("%s answered %d; trying again", self.client.url, response.status_code)
-            return
-        self.connections += 1
-        self._response = response
-        self._chunks = response.aiter_bytes()
-        self._parser = EventStreamParser(self.last_event_id or "")
-
-    def _take(self, chunk: bytes) -> None:
-        parser = self._parser
-        for event in parser.feed(chunk):
-            if event.event == _TOKEN_EXPIRED:
-                log.info("%s: the token expired; resuming with a fresh one", self.client.url)
-                continue  # the stream ends now; the next connection asks for a token
-            self.last_event_id = event.id or None
-            self._ready.append(_missed(event) if event.event == _MISSED else event)
-        if parser.retry_ms is not None:
-            self.retry = parser.retry_ms / 1000
-        self.last_event_id = parser.last_event_id or None  # heartbeats move it too
-
-    async def _drop(self, exc: BaseException | None) -> None:
-        """The connection ended (or broke): let it go; the next `_connect` resumes."""
-        await self._release()
-        if exc is not None:
-            self._log_retry(exc)
-
-    async def _release(self) -> None:
-        chunks, self._chunks = self._chunks, None
-        response, self._response = self._response, None
-        aclose = getattr(chunks, "aclose", None)  # httpx's chunks: an async generator
-        if aclose is not None:
-            with contextlib.suppress(*RECONNECT_ERRORS):
-                await aclose()
-        if response is not None:
-            with contextlib.suppress(*RECONNECT_ERRORS):
-                await response.aclose()
-
-    def _log_retry(self, exc: BaseException) -> None:
-        log.warning(
-            "%s: %s; trying again in %.1f s%s",
-            self.client.url,
-            exc or type(exc).__name__,
-            self.retry,
-            f", from event {self.last_event_id}" if self.last_event_id else "",
-        )
-
-
-def _missed(event: Event) -> Event | Missed:
-    """The gateway's ``hopcast-missed`` as a `Missed` (left as it came if it is not one)."""
-    try:
-        data = json.loads(event.data)
-        return Missed(event.id, str(data["reason"]), int(data["requested"]), int(data["first"]))
-    except (ValueError, TypeError, KeyError):
-        return event
 
 
 _LOST = "the lease is lost: it expired, was settled or given back, or its connection dropped"

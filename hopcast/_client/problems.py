@@ -16,6 +16,9 @@ from hopcast._core.errors import Refused
 
 _R = TypeVar("_R", bound=Refused)
 
+RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
+"""What ends a connection that a reconnect may mend."""
+
 
 def refusal(kind: type[_R], status: int, body: str) -> _R:
     """A `Refused` of ``kind`` from a problem-details body (or whatever the body was)."""

@@ -17,14 +17,12 @@ from typing import Protocol
 import httpx
 
 from hopcast._client.leases import LeaseKeeper, lease_seconds
-from hopcast._client.problems import refusal
+from hopcast._client.problems import RECONNECT_ERRORS, refusal
 from hopcast._client.tasks import Settler, Task
 from hopcast._client.values import EventStreamParser
 from hopcast._core.errors import QueueRefused, Refused
 
 log = logging.getLogger("hopcast.client")  # named by layer: module paths are internal
-
-RECONNECT_ERRORS = (httpx.TransportError, httpx.RemoteProtocolError)
 
 
 class Taker(Settler, Protocol):
