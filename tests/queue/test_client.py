@@ -12,7 +12,7 @@ import pytest
 
 from hopcast import Client, LeaseLost, QueueRefused, Task
 from tests.support.proxy import BlackHoleProxy
-from tests.support.queues import enqueue, queue_gateway, queue_metric, receive
+from tests.support.queues import dead_letters, enqueue, queue_gateway, queue_metric, receive
 from tests.support.rabbitmq import Names
 
 pytestmark = pytest.mark.slow
@@ -36,16 +36,6 @@ async def http(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def _take(stream: AsyncIterator[Task], count: int) -> list[Task]:
     async with asyncio.timeout(60):
         return [await anext(stream) for _ in range(count)]
-
-
-async def _dead(http: httpx.AsyncClient, queue: str, count: int) -> list[dict[str, object]]:
-    """The dead letters, once there are ``count`` (dead-lettering is asynchronous on RabbitMQ)."""
-    for _ in range(600):
-        dead: list[dict[str, object]] = (await http.get(f"/queues/{queue}/dead")).json()["dead"]
-        if len(dead) >= count:
-            return dead
-        await receive(http, queue, wait=0.1)  # a pause that waits on the gateway
-    raise AssertionError(f"fewer than {count} dead letters")
 
 
 async def test_a_stream_of_tasks_acked_one_by_one(
@@ -98,7 +88,7 @@ async def test_a_rejected_task_is_a_dead_letter(
     async with Client(gateway_url) as client, client.tasks(queue) as stream:
         [task] = await _take(stream, 1)
         await task.reject()
-    [dead] = await _dead(http, queue, 1)
+    [dead] = await dead_letters(http, queue, 1)
     assert (dead["id"], dead["reason"], dead["data"]) == (task_id, "rejected", "bad")
 
 

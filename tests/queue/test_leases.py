@@ -15,6 +15,7 @@ import pytest
 from tests.support.gateways import serve_in_loop, settings_for
 from tests.support.queues import (
     TaskReader,
+    dead_letters,
     declare_classic,
     delete_queues,
     enqueue,
@@ -147,13 +148,13 @@ async def test_rejected_and_poison_tasks_are_dead_letters_until_redriven(
         [task] = await receive(http, queue, wait=20)
         assert (task["id"], task["deliveries"]) == (poison, delivery)
         await settle(http, queue, "nack", task["lease"])
-    dead = await _dead(http, queue, 2)
+    dead = await dead_letters(http, queue, 2)
     assert [(d["id"], d["reason"]) for d in dead] == [
         (rejected, "rejected"),
         (poison, "delivery_limit"),
     ]
     assert dead[1]["data"] == "poison"
-    assert await _dead(http, queue, 2) == dead  # listing takes nothing and keeps the order
+    assert await dead_letters(http, queue, 2) == dead  # listing takes nothing and keeps the order
 
     redriven = await http.post(f"/queues/{queue}/dead/redrive", json={"ids": [poison]})
     assert redriven.json() == {"redriven": 1}
@@ -162,16 +163,6 @@ async def test_rejected_and_poison_tasks_are_dead_letters_until_redriven(
     assert [d["id"] for d in (await http.get(f"/queues/{queue}/dead")).json()["dead"]] == [rejected]
     assert (await http.post(f"/queues/{queue}/dead/redrive")).json() == {"redriven": 1}
     assert (await http.get(f"/queues/{queue}/dead")).json() == {"dead": []}
-
-
-async def _dead(http: httpx.AsyncClient, queue: str, count: int) -> list[dict[str, object]]:
-    """The dead letters, once there are ``count`` (dead-lettering is asynchronous on RabbitMQ)."""
-    for _ in range(600):
-        dead: list[dict[str, object]] = (await http.get(f"/queues/{queue}/dead")).json()["dead"]
-        if len(dead) >= count:
-            return dead
-        await receive(http, queue, wait=0.1)  # a pause that waits on the gateway
-    raise AssertionError(f"fewer than {count} dead letters")
 
 
 async def test_a_body_that_is_not_utf8_travels_as_base64(

@@ -67,6 +67,16 @@ async def receive(http: httpx.AsyncClient, queue: str, **params: Any) -> list[di
     return tasks
 
 
+async def dead_letters(http: httpx.AsyncClient, queue: str, count: int) -> list[dict[str, object]]:
+    """The dead letters, once there are ``count`` (dead-lettering is asynchronous on RabbitMQ)."""
+    for _ in range(600):
+        dead: list[dict[str, object]] = (await http.get(f"/queues/{queue}/dead")).json()["dead"]
+        if len(dead) >= count:
+            return dead
+        await receive(http, queue, wait=0.1)  # a pause that waits on the gateway
+    raise AssertionError(f"fewer than {count} dead letters")
+
+
 async def queue_metric(http: httpx.AsyncClient, name: str, queue: str, **labels: str) -> float:
     """A metric of ``queue`` (and ``labels``) as the gateway's ``/metrics`` says it now."""
     wanted = ",".join(f'{k}="{v}"' for k, v in {**labels, "queue": queue}.items())
