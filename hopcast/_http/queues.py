@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -94,9 +94,19 @@ class NackBody(LeaseList):
 
 
 class RedriveBody(_Body):
+    """Which dead letters to move back: ``ids`` absent moves them all; ``null`` is refused."""
+
     ids: Annotated[list[Annotated[str, Field(max_length=255)]], Field(max_length=10_000)] | None = (
         None
     )
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _not_null(cls, given: object) -> object:
+        # Runs only on a value the body gave: an absent ``ids`` keeps its default.
+        if given is None:
+            raise ValueError("leave ids out to move every dead letter; null is not a list")
+        return given
 
 
 _M = TypeVar("_M", bound=_Body)

@@ -109,6 +109,7 @@ def _bodies(lease: str) -> list[tuple[str, bytes]]:
         ("/reject", j({"leases": [None]})),
         ("/dead/redrive", j({"ids": "all"})),
         ("/dead/redrive", j({"ids": ["x" * 256]})),
+        ("/dead/redrive", j({"ids": None})),
         ("/dead/redrive", b"{"),
     ]
 
