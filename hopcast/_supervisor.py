@@ -60,7 +60,9 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
         await server.start(sock)
         if server.address is not None:
             log.info("serving on http://%s:%d", *server.address)
-        reporting = asyncio.create_task(tally.keep(app.state.hub)) if tally else None
+        reporting = (
+            asyncio.create_task(tally.keep(app.state.hub, app.state.queues)) if tally else None
+        )
         await stop.wait()
         log.info("shutting down: ending streams, %.1f s of grace", settings.shutdown_grace)
         server.begin_shutdown()
@@ -69,7 +71,9 @@ async def _serve(settings: Settings, sock: socket.socket | None, tally: WorkerTa
         if reporting is not None and tally is not None:
             reporting.cancel()
             await asyncio.gather(reporting, return_exceptions=True)
-            tally.report(app.state.hub)  # the last counts, for the worker that may follow
+            tally.report(
+                app.state.hub, app.state.queues
+            )  # the last counts, for the worker that may follow
 
 
 def _warn_about(settings: Settings) -> None:

@@ -17,8 +17,8 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,10 +26,18 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from hopcast._http.queue_metrics import (
+    QueueCollector,
+    QueueCounts,
+    check_queue_counts,
+    combine_queues,
+    queue_counts,
+    retired_queues,
+)
+
 if TYPE_CHECKING:
     from hopcast._hub.hub import Hub
     from hopcast._queue.queues import WorkQueues
-    from hopcast._queue.work import QueueStats
 
 log = logging.getLogger("hopcast.http")  # named by layer: module paths are internal
 
@@ -54,10 +62,13 @@ class Report:
     subscribers: int = 0
     catchup_readers: int = 0
     position: int = -1
+    queues: QueueCounts = field(default_factory=dict)
+    """The work queues' figures (`queue_counts`)."""
 
     @classmethod
-    def of(cls, hub: Hub, base: Report | None = None) -> Report:
-        """The hub's figures now, its counters added to ``base``'s (a former worker's)."""
+    def of(cls, hub: Hub, base: Report | None = None, queues: WorkQueues | None = None) -> Report:
+        """The figures now (the hub's and the work queues'), counters added to ``base``'s
+        (a former worker's)."""
         base = base or Report()
         stats = hub.stats
         return cls(
@@ -73,16 +84,18 @@ class Report:
             subscribers=hub.subscribers,
             catchup_readers=hub.catchups.running,
             position=hub.position,
+            queues=queue_counts(queues, base.queues),
         )
 
     @classmethod
     def loads(cls, text: bytes) -> Report:
         """A report written by `Reports.write`; ValueError for anything else."""
         data = json.loads(text)
-        if not isinstance(data, dict) or data.keys() != _TYPES.keys():
+        if not isinstance(data, dict) or data.keys() != {*_TYPES, "queues"}:
             raise ValueError("not a worker's report")
+        data["queues"] = check_queue_counts(data["queues"])
         for name, value in data.items():
-            if type(value) not in _TYPES[name]:
+            if name != "queues" and type(value) not in _TYPES[name]:
                 raise ValueError(f"{name}: {value!r}")
         return cls(**data)
 
@@ -90,10 +103,12 @@ class Report:
         """Its counters, one more restart, and no gauges: the worker is gone."""
         counts = {name: getattr(self, name) for name in COUNTERS}
         counts["worker_restarts"] += 1
-        return Report(**counts)
+        return Report(**counts, queues=retired_queues(self.queues))
 
 
-_TYPES: dict[str, tuple[type, ...]] = {field.name: (int,) for field in dataclasses.fields(Report)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    f.name: (int,) for f in dataclasses.fields(Report) if f.name != "queues"
+}
 _TYPES.update(ready=(bool,), pid=(int, type(None)))
 """What each field of a report's JSON may hold (a bool is not an int here)."""
 COUNTERS = (
@@ -123,6 +138,7 @@ class Totals:
     subscribers: int
     catchup_readers: int
     position: int
+    queues: QueueCounts
 
 
 def combine(reports: Sequence[Report | None]) -> Totals:
@@ -144,6 +160,9 @@ def combine(reports: Sequence[Report | None]) -> Totals:
         subscribers=sum(r.subscribers for r in live),
         catchup_readers=sum(r.catchup_readers for r in live),
         position=min((r.position for r in ready or live), default=-1),
+        queues=combine_queues(
+            [r.queues for r in reports if r], [r.pid is not None for r in reports if r]
+        ),
     )
 
 
@@ -194,9 +213,9 @@ class WorkerTally:
         self._base = reports.read(slot)
         self._failed = False
 
-    def report(self, hub: Hub) -> Report:
+    def report(self, hub: Hub, queues: WorkQueues | None = None) -> Report:
         """Write this worker's figures now; return them."""
-        report = Report.of(hub, self._base)
+        report = Report.of(hub, self._base, queues)
         try:
             self.reports.write(self.slot, report)
         except OSError as exc:
@@ -207,18 +226,18 @@ class WorkerTally:
             self._failed = False
         return report
 
-    def totals(self, hub: Hub) -> Totals:
+    def totals(self, hub: Hub, queues: WorkQueues | None = None) -> Totals:
         """The whole gateway's figures, this worker's taken now."""
-        own = self.report(hub)
+        own = self.report(hub, queues)
         reports = self.reports.read_all()
         reports[self.slot] = own
         return combine(reports)
 
-    async def keep(self, hub: Hub) -> None:
+    async def keep(self, hub: Hub, queues: WorkQueues | None = None) -> None:
         """Report every `REPORT_EVERY` seconds until cancelled."""
         while True:
             await asyncio.sleep(REPORT_EVERY)
-            self.report(hub)
+            self.report(hub, queues)
 
 
 class GatewayCollector(Collector):
@@ -282,68 +301,20 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("hopcast_workers", "Worker processes serving", value=t.workers)
 
 
-@dataclass(frozen=True, slots=True)
-class QueueFigures:
-    """One work queue's figures at a scrape (work queues run in one process: no combining)."""
-
-    name: str
-    depth: int | None
-    leased: int
-    stats: QueueStats
-
-
-async def queue_figures(queues: WorkQueues | None) -> list[QueueFigures]:
-    """Each work queue's figures now; its depth asked of the broker."""
-    if queues is None:
-        return []
-    return [QueueFigures(q.name, await q.depth(), q.leased, q.stats) for q in queues]
-
-
-class QueueCollector(Collector):
-    """The Prometheus families of the work queues, labelled by queue."""
-
-    def __init__(self, figures: Sequence[QueueFigures]) -> None:
-        self._figures = figures
-
-    def collect(self) -> Iterator[Metric]:
-        counters = {
-            "enqueued": "Tasks enqueued through this gateway",
-            "redeliveries": "Tasks leased again after an earlier delivery",
-            "lease_expiries": "Leases that ran out before the task was settled",
-            "dead_lettered": "Tasks this gateway rejected or gave back past the delivery limit",
-            "settlements_routed": "Leases settled or extended through the process holding them",
-        }
-        for field, text in counters.items():
-            family = CounterMetricFamily(f"hopcast_queue_{field}", text, labels=["queue"])
-            for f in self._figures:
-                family.add_metric([f.name], getattr(f.stats, field))
-            yield family
-        settled = CounterMetricFamily(
-            "hopcast_queue_settled", "Leases settled, by outcome", labels=["queue", "outcome"]
-        )
-        for f in self._figures:
-            for outcome, count in f.stats.settled.items():
-                settled.add_metric([f.name, outcome], count)
-        yield settled
-        depth = GaugeMetricFamily(
-            "hopcast_queue_depth", "Tasks ready in the queue", labels=["queue"]
-        )
-        leased = GaugeMetricFamily("hopcast_queue_leased", "Tasks leased now", labels=["queue"])
-        for f in self._figures:
-            if f.depth is not None:
-                depth.add_metric([f.name], f.depth)
-            leased.add_metric([f.name], f.leased)
-        yield depth
-        yield leased
-
-
 def render_metrics(
-    hub: Hub, tally: WorkerTally | None = None, queues: Sequence[QueueFigures] = ()
+    hub: Hub,
+    tally: WorkerTally | None = None,
+    queues: WorkQueues | None = None,
+    depths: Mapping[str, int | None] | None = None,
 ) -> bytes:
-    """The Prometheus text exposition of the gateway: of every worker with a ``tally``."""
-    totals = tally.totals(hub) if tally is not None else combine([Report.of(hub)])
+    """The Prometheus text exposition of the gateway: of every worker with a ``tally``;
+    ``depths``: each work queue's ready tasks (`queue_depths`)."""
+    if tally is not None:
+        totals = tally.totals(hub, queues)
+    else:
+        totals = combine([Report.of(hub, queues=queues)])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GatewayCollector(totals))
-    if queues:
-        registry.register(QueueCollector(queues))
+    if totals.queues:
+        registry.register(QueueCollector(totals.queues, depths or {}))
     return generate_latest(registry)

@@ -23,10 +23,11 @@ from hopcast._core.errors import BrokerUnavailable, InvalidInput, NotStarted
 from hopcast._core.settings import Settings
 from hopcast._core.sse import check_event_name
 from hopcast._core.topics import parse_topic
-from hopcast._http.metrics import queue_figures, render_metrics
+from hopcast._http.metrics import render_metrics
 from hopcast._http.page import page_routes
 from hopcast._http.params import once, patterns, resume_point, token
 from hopcast._http.problems import problem
+from hopcast._http.queue_metrics import queue_depths
 from hopcast._http.streaming import ComeBackLater, EventStreamResponse, StreamHead
 from hopcast._hub.hub import Hub
 from hopcast._hub.subscription import Subscription
@@ -249,8 +250,9 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     hub = _hub(request)
-    queues = await queue_figures(getattr(request.app.state, "queues", None))
+    queues = getattr(request.app.state, "queues", None)
+    depths = await queue_depths(queues)
     return PlainTextResponse(
-        render_metrics(hub, request.app.state.tally, queues),
+        render_metrics(hub, request.app.state.tally, queues, depths),
         media_type="text/plain; version=0.0.4; charset=utf-8",
     )

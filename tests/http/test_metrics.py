@@ -93,6 +93,21 @@ def test_a_dead_worker_keeps_its_counts_and_loses_its_gauges() -> None:
     assert dead.retired().worker_restarts == 2
 
 
+def test_queue_counters_add_up_over_every_worker_and_leases_over_the_live_ones(
+    tmp_path: Path,
+) -> None:
+    mail = {"enqueued": 4, "settled_ack": 3, "leased": 2}
+    dead = live(queues={"mail": mail}).retired()
+    assert dead.queues == {"mail": {**mail, "leased": 0}}
+    totals = combine([live(queues={"mail": {"enqueued": 1, "leased": 5}}), dead, None])
+    assert totals.queues["mail"]["enqueued"] == 5
+    assert totals.queues["mail"]["settled_ack"] == 3
+    assert totals.queues["mail"]["leased"] == 5
+    reports = Reports(tmp_path, workers=1)
+    reports.write(0, dead)
+    assert reports.read(0) == dead  # through the file and back
+
+
 def test_a_worker_started_in_a_dead_one_s_place_counts_on_from_it(tmp_path: Path) -> None:
     reports = Reports(tmp_path, workers=2)
     first = WorkerTally(reports, 0)
@@ -137,7 +152,16 @@ def test_a_scrape_reports_the_worker_it_lands_on_first(tmp_path: Path) -> None:
         b'{"events": "x", "deliveries": 0}',
         *(
             json.dumps({**dataclasses.asdict(Report()), name: bad}).encode()
-            for name, bad in [("events", "7"), ("ready", 1), ("pid", 1.5), ("deliveries", True)]
+            for name, bad in [
+                ("events", "7"),
+                ("ready", 1),
+                ("pid", 1.5),
+                ("deliveries", True),
+                ("queues", []),
+                ("queues", {"mail": {"enqueued": "1"}}),
+                ("queues", {"mail": {"nonsense": 1}}),
+                ("queues", {"mail": 3}),
+            ]
         ),
     ],
 )

@@ -8,6 +8,7 @@ again; a lease signed with another secret is a 400.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -21,6 +22,7 @@ import pytest
 
 from hopcast._queue.leases import LeaseRef, LeaseSigner
 from hopcast._queue.routing import control_queue
+from tests.queue.test_metrics import figures
 from tests.support.gateways import Gateway, serve_in_loop, settings_for
 from tests.support.processes import ChildGateway, child_gateway
 from tests.support.queues import (
@@ -224,6 +226,8 @@ async def test_workers_settle_the_leases_of_each_other(names: Names, queue: str)
             tasks += answer.json()["tasks"]
         assert {t["id"] for t in tasks} == ids
         assert len({instance(t["lease"]) for t in tasks}) == 2  # both workers took some
+        # any worker's scrape answers for both: the leases held by each, summed
+        await _scraped(gw.url, queue, hopcast_queue_enqueued_total=40, hopcast_queue_leased=40)
 
         head, signature = tasks[0]["lease"].split(".")
         altered = head + "." + ("A" if signature[0] != "A" else "B") + signature[1:]
@@ -244,6 +248,25 @@ async def test_workers_settle_the_leases_of_each_other(names: Names, queue: str)
         assert many.json() == {"results": dict.fromkeys(leases, "lost")}
         left = await _fresh_call(gw.url, f"/queues/{queue}/receive")
         assert left.json() == {"tasks": []}
+        got = await _scraped(
+            gw.url, queue, hopcast_queue_leased=0, **{"hopcast_queue_settled_total:ack": 40}
+        )
+        assert 0 < got["hopcast_queue_settlements_routed_total"] < 40 * 3  # 3 rounds of acks
+
+
+async def _scraped(url: str, queue: str, **expected: float) -> dict[str, float]:
+    """``queue``'s figures from scrapes over fresh connections, once a scrape shows
+    ``expected`` (a worker's report may be a quarter of a second old)."""
+    got: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(60):
+            while any(got.get(name) != value for name, value in expected.items()):
+                async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+                    got = figures((await client.get("/metrics")).text, queue)
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"the scrapes never showed {expected}: {got}") from None
+    return got
 
 
 async def test_the_leases_of_an_instance_killed_are_lost_and_come_again(
