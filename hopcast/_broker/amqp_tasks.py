@@ -52,7 +52,7 @@ _CHANNEL_KEYS = itertools.count(1)
 SETTLE_TIMEOUT = 10.0
 CONTROL_ERRORS: tuple[type[BaseException], ...] = (BrokerUnavailable, *CONNECTION_ERRORS)
 REPLY_TO = "amq.rabbitmq.reply-to"
-CONTROL_PAUSE_MAX = 5.0
+CONTROL_PAUSE_MAX = 2.0
 SETTLE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *CONNECTION_ERRORS)
 
 
@@ -154,6 +154,7 @@ class AmqpTasks:
                     queue, functools.partial(self._answer, channel, handler), no_ack=True
                 )
             except CONTROL_ERRORS as exc:
+                ready.clear()
                 log.warning("consuming the control queue %s: %s; retrying", queue, _reason(exc))
                 await asyncio.sleep(pause)
                 pause = min(CONTROL_PAUSE_MAX, pause * 2)
@@ -167,6 +168,7 @@ class AmqpTasks:
                     await channel.close()
                 raise
             except BaseException:  # closed with an error: declared again on a new channel
+                ready.clear()  # no lease is granted until it is
                 log.info("the control queue %s closed; declaring it again", queue)
 
     async def _answer(

@@ -170,7 +170,7 @@ class TaskBroker(Protocol):
     ) -> None:
         """Answer the requests sent to ``queue``, this process's own control queue, with
         ``handler`` until cancelled (declared again after the connection drops); ``ready``
-        is set once it is declared the first time."""
+        is set while it is declared and consumed, cleared while it is not."""
 
     async def request(self, queue: str, body: bytes, timeout: float) -> bytes | None:
         """Send ``body`` to the control queue ``queue`` and return its process's answer;

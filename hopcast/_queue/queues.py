@@ -56,11 +56,11 @@ class WorkQueues:
         self._tasks = tasks
         self._shape = QueueShape(settings.queue_delivery_limit, settings.queue_max_length)
         limits = LeaseLimits(settings.lease, settings.max_lease, settings.queue_delivery_limit)
-        router = Router(tasks) if tasks is not None else None
+        self._router = Router(tasks) if tasks is not None else None
         self._queues = {
-            name: WorkQueue(name, tasks, self.signer, limits, router)
+            name: WorkQueue(name, tasks, self.signer, limits, self._router)
             for name in names
-            if tasks is not None
+            if tasks is not None and self._router is not None
         }
         self._declaring: asyncio.Task[None] | None = None
         self._control: asyncio.Task[None] | None = None
@@ -87,8 +87,8 @@ class WorkQueues:
 
     async def __aenter__(self) -> WorkQueues:
         """Declare the queues in the background, retrying while the broker is away."""
-        if self._queues and self._tasks is not None:
-            ready = asyncio.Event()
+        if self._queues and self._tasks is not None and self._router is not None:
+            ready = self._router.reachable
             name = control_queue(self.signer.instance)
             self._control = asyncio.create_task(
                 self._tasks.serve_control(name, self._answer, ready)

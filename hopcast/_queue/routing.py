@@ -13,11 +13,13 @@ and with it its leases (``lost``: their tasks are already back in the queue).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from hopcast._broker.base import TaskBroker
+from hopcast._core.errors import BrokerUnavailable
 
 Action = Literal["ack", "nack", "reject", "extend"]
 Result = Literal["ok", "lost", "forbidden"]
@@ -82,6 +84,21 @@ class Router:
 
     def __init__(self, tasks: TaskBroker) -> None:
         self._tasks = tasks
+        self.reachable = asyncio.Event()
+        """Set while this process consumes its control queue: only then may it grant a
+        lease, which any process must be able to settle."""
+
+    async def until_reachable(self) -> None:
+        """Return once this process consumes its control queue; `BrokerUnavailable` if it
+        does not within `ROUTE_TIMEOUT` (after a broker restart, while it is declared again)."""
+        try:
+            async with asyncio.timeout(ROUTE_TIMEOUT):
+                await self.reachable.wait()
+        except TimeoutError:
+            raise BrokerUnavailable(
+                "this process's control queue is not declared yet: no lease is granted until "
+                "other processes can settle it"
+            ) from None
 
     async def settle(
         self, instance: bytes, request: SettleRequest

@@ -87,10 +87,10 @@ class WorkQueue:
         tasks: TaskBroker,
         signer: LeaseSigner,
         limits: LeaseLimits,
-        router: Router | None = None,
+        router: Router,
     ) -> None:
         self.name = name
-        self._router = router if router is not None else Router(tasks)
+        self._router = router
         self.amqp = amqp_name(name)
         self.stats = QueueStats()
         self._tasks = tasks
@@ -216,6 +216,7 @@ class WorkQueue:
             if channel is None or channel.closed:
                 if channel is not None:
                     self.forget(channel)
+                await self._router.until_reachable()
                 channel = self._pull = await self._tasks.channel(self.amqp, None)
             taking = asyncio.ensure_future(channel.get(most))
             try:
@@ -244,6 +245,7 @@ class WorkQueue:
     # -- stream (`hopcast._queue.stream`) ----------------------------------------------
 
     async def open_channel(self, prefetch: int) -> TaskChannel:
+        await self._router.until_reachable()
         return await self._tasks.channel(self.amqp, prefetch)
 
     def close_orphan(self, opening: asyncio.Future[TaskChannel]) -> None:

@@ -34,7 +34,7 @@ from tests.support.queues import (
     receive,
     settle,
 )
-from tests.support.rabbitmq import Names, delete
+from tests.support.rabbitmq import Names, delete, rabbitmq_stopped
 from tests.support.waits import wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("rabbitmq")]
@@ -302,3 +302,39 @@ async def test_the_leases_of_an_instance_killed_are_lost_and_come_again(
 def _kill(gateway: ChildGateway) -> None:
     gateway.proc.kill()
     gateway.proc.wait(30)
+
+
+@pytest.mark.broker_restart
+async def test_after_a_rabbitmq_restart_a_new_lease_settles_through_another_instance(
+    names: Names, queue: str
+) -> None:
+    """Each process's control queue (exclusive: gone with the restart) is declared again
+    before it grants a lease, so the first lease after the restart already routes."""
+    shared = {"lease_secret": LEASE_SECRET, "amqp_heartbeat": 2}
+    async with (
+        queue_gateway("amqp", names, queue, **shared) as a,
+        queue_gateway("amqp", names, queue, **shared) as b,
+        httpx.AsyncClient(base_url=a.url, timeout=60) as on_a,
+        httpx.AsyncClient(base_url=b.url, timeout=60) as on_b,
+    ):
+        async with rabbitmq_stopped():
+            pass
+        ids: set[str] = set()
+        while len(ids) < 3:  # 503 until the gateway is connected again
+            answer = await on_a.post(f"/queues/{queue}", content=b"%d" % len(ids))
+            if answer.status_code == 202:
+                ids.add(answer.json()["id"])
+            else:
+                assert answer.status_code == 503, answer.text
+                await asyncio.sleep(0.1)
+        held: list[dict[str, Any]] = []
+        while len(held) < 3:
+            answer = await on_a.post(f"/queues/{queue}/receive", params={"max": 3, "wait": 1})
+            assert answer.status_code in (200, 503), answer.text
+            held += answer.json()["tasks"] if answer.status_code == 200 else []
+        first = held[0]
+        extended = await settle(on_b, queue, "extend", first["lease"], seconds=60)
+        assert extended.json()["results"] == {first["lease"]: "ok"}, extended.text
+        done = await settle(on_b, queue, "ack", *(t["lease"] for t in held))
+        assert done.json()["results"] == dict.fromkeys((t["lease"] for t in held), "ok")
+        assert {t["id"] for t in held} == ids
