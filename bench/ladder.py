@@ -44,7 +44,7 @@ def saturation(
             topics=topics,
             rate=deliveries / per_topic,
             seconds=seconds,
-            probe_stream=probe_stream if deliveries == probe_at and client == LOADGEN else None,
+            probe_stream=probe_stream if deliveries == probe_at else None,
             drain=seconds + 10,
             client=client,
         )

@@ -193,7 +193,7 @@ def per_id(run: Run, sizes: Sizes, targets: list[str], cross_check: list[Step]) 
                     topics=sizes.per_id,
                     rate=sizes.per_id_rate,
                     seconds=sizes.seconds,
-                    probe_stream=_stream_of(name, target) if client == LOADGEN else None,
+                    probe_stream=_stream_of(name, target),
                     client=client,
                 )
                 (steps if client == LOADGEN else cross_check).append(step)
