@@ -131,6 +131,8 @@ def _row(
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows from a run's results (scenarios that did not run are left out)."""
+    from bench.queue_report import queue_rows  # it builds on this module's rows
+
     ingest = results.get("ingest")
     cross_check: list[Step] = results.get("cross-check", [])
     return [
@@ -142,6 +144,7 @@ def build_rows(results: dict[str, Any]) -> list[Row]:
         *_scale_rows(results.get("scale-w2", []), "scale --workers 2"),
         *_ingest_rows(ingest),
         *_catchup_rows(results.get("catch-up", []), ingest),
+        *queue_rows(results.get("queues")),
     ]
 
 

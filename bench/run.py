@@ -39,7 +39,16 @@ from bench.targets import (
     missing_baselines,
 )
 
-SCENARIOS = ("standard", "per-id", "saturation", "workers", "scale", "ingest", "catch-up")
+SCENARIOS = (
+    "standard",
+    "per-id",
+    "saturation",
+    "workers",
+    "scale",
+    "ingest",
+    "catch-up",
+    "queues",
+)
 TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 """What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -66,6 +75,9 @@ def problems(run: Run, results: dict[str, Any]) -> list[str]:
     for catchup in results.get("catch-up", []):
         if catchup.received < catchup.expected or catchup.lost or catchup.duplicates:
             found.append(f"catch-up from the {catchup.source}: {catchup}")
+    queues = results.get("queues")
+    if queues is not None:
+        found += queues.failures()
     return found
 
 
