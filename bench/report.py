@@ -10,11 +10,12 @@ stream consumer, a target), with its own ``x``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from bench.backlog import CatchUp, Ingest
 from bench.ladder import best_under_limit
+from bench.queue_report import queue_rows
+from bench.rows import HIGHER, LOWER, SAME, Row
 from bench.scenarios import Step
 from bench.targets import (
     ASGI_SERVERS,
@@ -26,22 +27,8 @@ from bench.targets import (
 )
 from bench.workers import Comparison
 
-LOWER = "lower"
-HIGHER = "higher"
-SAME = "same"
 COLUMNS = (HOPCAST, *ASGI_SERVERS, *BASELINES)
 """The servers' columns, in this order, each shown when any row has a figure for it."""
-
-
-@dataclass
-class Row:
-    """One measure: each server's value, and an optional figure to compare with."""
-
-    measure: str
-    better: str
-    values: dict[str, float | None]
-    compared: tuple[str, float | None] | None = None
-    unit: str = ""
 
 
 def advantage(first: float | None, other: float | None, better: str) -> float | None:
@@ -131,8 +118,6 @@ def _row(
 
 def build_rows(results: dict[str, Any]) -> list[Row]:
     """The table's rows from a run's results (scenarios that did not run are left out)."""
-    from bench.queue_report import queue_rows  # it builds on this module's rows
-
     ingest = results.get("ingest")
     cross_check: list[Step] = results.get("cross-check", [])
     return [

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from bench.nodeclient import NODE
-from bench.report import Row, build_rows, columns, render_table
+from bench.report import build_rows, columns, render_table
+from bench.rows import Row
 from bench.scenarios import Step
 
 
