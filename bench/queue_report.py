@@ -1,4 +1,4 @@
-"""The ``queues`` scenario's rows in the benchmark's table (`bench.report` renders them).
+"""The ``queues`` scenario's rows in the benchmark's table (`bench.table`).
 
 Each gateway row's tasks/s stands beside the median of the aio-pika rows at the
 same prefetch (``x``: the gateway's rate over aio-pika's; the issue's target is
@@ -10,7 +10,7 @@ process; the lease memory stands beside its 5 MB target.
 from __future__ import annotations
 
 from bench.queues import QueueResults
-from bench.rows import HIGHER, LOWER, SAME, Row
+from bench.table import HIGHER, LOWER, SAME, Row
 from bench.targets import HOPCAST
 from bench.taskclient import AIO_PIKA
 

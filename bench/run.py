@@ -21,10 +21,11 @@ from typing import Any
 
 from bench.broker import Broker
 from bench.outputs import machine, write_chart, write_json
-from bench.report import build_rows, render_table
+from bench.report import build_rows
 from bench.rounds import run_rounds
 from bench.scenarios import Run, Step, brief
 from bench.sizes import FULL, SMOKE, Sizes
+from bench.table import render_table
 from bench.targets import (
     ASGI_SERVERS,
     BENCH_DIR,

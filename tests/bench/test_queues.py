@@ -9,8 +9,8 @@ import pytest
 from bench.broker import Broker
 from bench.queue_report import queue_rows
 from bench.queues import VARIANTS, LeaseMemory, QueueResults, QueueStep, queue_scenario
-from bench.report import render_table
 from bench.scenarios import Run
+from bench.table import render_table
 from bench.taskclient import AIO_PIKA
 from tests.support.rabbitmq import AMQP_URL
 
