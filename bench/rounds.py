@@ -17,6 +17,7 @@ from bench import profile
 from bench.backlog import catch_up, fill_backlog, ingest, ingest_reference
 from bench.ladder import saturation
 from bench.nodeclient import NODE, node_client_missing
+from bench.queues import queue_scenario
 from bench.scenarios import LOADGEN, Run, Step, brief, fanout
 from bench.sizes import Sizes
 from bench.targets import (
@@ -61,6 +62,19 @@ def run_rounds(
         except RuntimeError as exc:
             run.failures.append(f"ingest/catch-up: {exc}")
             print(f"  failed: {exc}", flush=True)
+    if "queues" in scenarios and HOPCAST in targets:
+        print(
+            f"== queues: {sizes.queue_tasks:,} tasks a drain, {sizes.queue_consumers} consumers"
+            " a side, aio-pika between gateway rows",
+            flush=True,
+        )
+        results["queues"] = queue_scenario(
+            run,
+            sizes.queue_tasks,
+            sizes.queue_consumers,
+            sizes.queue_prefetches,
+            sizes.lease_tasks,
+        )
     return results
 
 

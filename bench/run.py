@@ -21,10 +21,11 @@ from typing import Any
 
 from bench.broker import Broker
 from bench.outputs import machine, write_chart, write_json
-from bench.report import build_rows, render_table
+from bench.report import build_rows
 from bench.rounds import run_rounds
 from bench.scenarios import Run, Step, brief
 from bench.sizes import FULL, SMOKE, Sizes
+from bench.table import render_table
 from bench.targets import (
     ASGI_SERVERS,
     BENCH_DIR,
@@ -39,7 +40,16 @@ from bench.targets import (
     missing_baselines,
 )
 
-SCENARIOS = ("standard", "per-id", "saturation", "workers", "scale", "ingest", "catch-up")
+SCENARIOS = (
+    "standard",
+    "per-id",
+    "saturation",
+    "workers",
+    "scale",
+    "ingest",
+    "catch-up",
+    "queues",
+)
 TARGETS = (HOPCAST, HOPCAST_W2, SEED_NODE, SEED_PYTHON, NCHAN, REFERENCE, REFERENCE_HELD)
 """What ``make bench`` runs; ``--target`` also takes the ASGI servers (`ASGI_SERVERS`)."""
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
@@ -66,6 +76,9 @@ def problems(run: Run, results: dict[str, Any]) -> list[str]:
     for catchup in results.get("catch-up", []):
         if catchup.received < catchup.expected or catchup.lost or catchup.duplicates:
             found.append(f"catch-up from the {catchup.source}: {catchup}")
+    queues = results.get("queues")
+    if queues is not None:
+        found += queues.failures()
     return found
 
 

@@ -34,6 +34,14 @@ class Sizes:
     cross_check_at: float
     """Saturation: the step (deliveries/s offered) the Node client and a bare stream
     consumer measure too."""
+    queue_tasks: int
+    """Queues: tasks each drain takes from the queue."""
+    queue_consumers: int
+    """Queues: consumers on each side (aio-pika consumers, HTTP workers)."""
+    queue_prefetches: tuple[int, ...]
+    """Queues: the prefetch of each consumer, row by row."""
+    lease_tasks: int
+    """Queues: tasks leased at once in one process, for its RSS."""
 
 
 FULL = Sizes(
@@ -82,6 +90,10 @@ FULL = Sizes(
     per_id=1000,
     per_id_rate=3000,
     cross_check_at=20_000,
+    queue_tasks=10_000,
+    queue_consumers=4,
+    queue_prefetches=(1, 50),
+    lease_tasks=10_000,
 )
 SMOKE = Sizes(
     subscribers=20,
@@ -102,4 +114,8 @@ SMOKE = Sizes(
     per_id=20,
     per_id_rate=60,
     cross_check_at=500,
+    queue_tasks=200,
+    queue_consumers=4,
+    queue_prefetches=(1, 50),
+    lease_tasks=500,
 )

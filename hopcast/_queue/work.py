@@ -18,6 +18,7 @@ from typing import Any
 
 from hopcast._broker.base import Delivery, Outcome, TaskBroker, TaskChannel
 from hopcast._core.errors import BrokerUnavailable
+from hopcast._queue.expiry import Expiries
 from hopcast._queue.leases import LeaseRef, LeaseSigner
 from hopcast._queue.names import amqp_name
 from hopcast._queue.routing import Action, Result, Router, SettleRequest
@@ -59,15 +60,20 @@ class QueueStats:
 
 @dataclass(eq=False, slots=True)
 class Lease:
-    """A task leased to a worker (``owner``: the principal's subject) until ``expires``."""
+    """A task leased to a worker (``owner``: the principal's subject) until ``expires``.
 
-    ref: LeaseRef
+    It keeps what settling needs and no more (the task's body went to the worker):
+    thousands are held at once.
+    """
+
+    generation: int
     owner: str | None
     channel: TaskChannel
-    delivery: Delivery
+    tag: int
+    deliveries: int
+    """The delivery's count (`Delivery.deliveries`), for the delivery limit."""
     cap: float
     expires: float
-    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,7 @@ class WorkQueue:
         self._signer = signer
         self._limits = limits
         self._leases: dict[tuple[int, int], Lease] = {}
+        self._expiries = Expiries[Lease](self._expire)
         self._pull: TaskChannel | None = None
         self._pull_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
@@ -132,9 +139,17 @@ class WorkQueue:
         now = loop.time()
         cap = now + self._limits.max_lease
         ref = LeaseRef(self._signer.instance, channel.key, delivery.tag, next(_GENERATIONS))
-        lease = Lease(ref, owner, channel, delivery, cap, min(now + seconds, cap))
+        lease = Lease(
+            ref.generation,
+            owner,
+            channel,
+            delivery.tag,
+            delivery.deliveries,
+            cap,
+            min(now + seconds, cap),
+        )
         self._leases[(ref.channel, ref.tag)] = lease
-        lease.timer = loop.call_at(lease.expires, self._expire, lease)
+        self._expiries.add(lease, lease.expires)
         self.stats.leased += 1
         if delivery.redelivered or delivery.deliveries > 1:
             self.stats.redeliveries += 1
@@ -142,18 +157,24 @@ class WorkQueue:
         return task_object(token, delivery, _wall(lease.expires))
 
     def _expire(self, lease: Lease) -> None:
-        if self._take(lease.ref) is lease:
+        if self._take(lease) is lease:
             self.stats.lease_expiries += 1
             self._give_back_later(lease, 0.0)
 
-    def _take(self, ref: LeaseRef) -> Lease | None:
-        """Remove and return the lease ``ref`` names, if it is still the latest and held."""
+    def _held(self, ref: LeaseRef) -> Lease | None:
+        """The lease ``ref`` names, if it is still the latest and held (by any principal)."""
         lease = self._leases.get((ref.channel, ref.tag))
-        if lease is None or lease.ref != ref:
+        if lease is None or lease.generation != ref.generation:
             return None
-        del self._leases[(ref.channel, ref.tag)]
-        if lease.timer is not None:
-            lease.timer.cancel()
+        return lease
+
+    def _take(self, lease: Lease) -> Lease | None:
+        """Remove ``lease`` and return it, if it is still held."""
+        key = (lease.channel.key, lease.tag)
+        if self._leases.get(key) is not lease:
+            return None
+        del self._leases[key]
+        self._expiries.discard(lease, lease.expires)
         return lease
 
     def _give_back_later(self, lease: Lease, delay: float) -> None:
@@ -171,11 +192,11 @@ class WorkQueue:
     async def _settle_delivery(self, lease: Lease, outcome: Outcome) -> bool:
         """Settle on the broker; False when the channel is gone (the broker redelivers)."""
         if outcome == "dead" or (
-            outcome == "requeue" and lease.delivery.deliveries > self._limits.delivery_limit
+            outcome == "requeue" and lease.deliveries > self._limits.delivery_limit
         ):
             self.stats.dead_lettered += 1
         try:
-            await lease.channel.settle(lease.delivery.tag, outcome)
+            await lease.channel.settle(lease.tag, outcome)
         except BrokerUnavailable as exc:
             log.info("settling a task of %s failed (%s): it comes again", self.name, exc)
             return False
@@ -186,9 +207,8 @@ class WorkQueue:
         for key, lease in list(self._leases.items()):
             if lease.channel is channel:
                 del self._leases[key]
-                if lease.timer is not None:
-                    lease.timer.cancel()
-                if lease.delivery.deliveries > self._limits.delivery_limit:
+                self._expiries.discard(lease, lease.expires)
+                if lease.deliveries > self._limits.delivery_limit:
                     self.stats.dead_lettered += 1
 
     # -- pull ----------------------------------------------------------------------
@@ -322,9 +342,9 @@ class WorkQueue:
         results: dict[str, Result] = {}
         expires: dict[str, str] = {}
         for token, ref in refs.items():
-            lease = self._leases.get((ref.channel, ref.tag))
+            lease = self._held(ref)
             mine = ref.instance == self._signer.instance
-            if not mine or lease is None or lease.ref != ref or lease.channel.closed:
+            if not mine or lease is None or lease.channel.closed:
                 results[str(token)] = "lost"
             elif lease.owner != owner:
                 results[str(token)] = "forbidden"
@@ -341,15 +361,13 @@ class WorkQueue:
         return await self.settle_here(refs, request.action, request.owner, request.seconds)
 
     def _extend(self, lease: Lease, seconds: float) -> str:
-        loop = asyncio.get_running_loop()
-        lease.expires = min(loop.time() + seconds, lease.cap)
-        if lease.timer is not None:
-            lease.timer.cancel()
-        lease.timer = loop.call_at(lease.expires, self._expire, lease)
+        self._expiries.discard(lease, lease.expires)
+        lease.expires = min(asyncio.get_running_loop().time() + seconds, lease.cap)
+        self._expiries.add(lease, lease.expires)
         return timestamp(_wall(lease.expires))
 
     async def _finish(self, lease: Lease, action: Action, delay: float) -> Result:
-        self._take(lease.ref)
+        self._take(lease)
         self.stats.settled[action] += 1
         if action == "nack" and delay > 0:
             left = lease.cap - asyncio.get_running_loop().time()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.nodeclient import NODE
-from bench.report import Row, build_rows, columns, render_table
+from bench.report import build_rows
 from bench.scenarios import Step
+from bench.table import Row, columns, render_table
 
 
 def step(target: str, scenario: str, **figures: Any) -> Step:
