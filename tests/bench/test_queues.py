@@ -51,10 +51,10 @@ def test_each_gateway_row_stands_beside_the_median_of_aio_pika_at_its_prefetch()
 
 
 @pytest.mark.slow
-def test_a_small_run_drains_the_queue_every_way_and_hears_from_both_workers(
+def test_a_small_run_drains_the_queue_every_way_and_reads_both_workers_settlements(
     rabbitmq: None,
 ) -> None:
-    """What the smoke run does, smaller: every row drained, both processes' figures read."""
+    """What the smoke run does, smaller: every row drained, both processes' acks counted."""
     run = Run(Broker(AMQP_URL), f"test.{secrets.token_hex(3)}", smoke=True)
     try:
         results = queue_scenario(run, 40, 2, (1, 50), lease_tasks=100)

@@ -15,6 +15,7 @@ from typing import Any, cast
 from hopcast._broker.base import Delivery, Outcome, TaskBroker
 from hopcast._queue.expiry import Expiries
 from hopcast._queue.leases import LeaseSigner
+from hopcast._queue.routing import Router
 from hopcast._queue.work import LeaseLimits, WorkQueue
 
 BODY_BYTES = 4096
@@ -35,7 +36,8 @@ class Channel:
 
 def work_queue() -> WorkQueue:
     limits = LeaseLimits(lease=30.0, max_lease=1500.0, delivery_limit=10)
-    return WorkQueue("mail", cast(TaskBroker, object()), LeaseSigner(), limits)
+    tasks = cast(TaskBroker, object())
+    return WorkQueue("mail", tasks, LeaseSigner(), limits, Router(tasks))
 
 
 async def test_a_held_lease_keeps_far_less_than_its_tasks_body() -> None:
