@@ -9,7 +9,6 @@ again; a lease signed with another secret is a 400.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import time
@@ -30,6 +29,7 @@ from tests.support.queues import (
     delete_queues,
     enqueue,
     fresh_queue_name,
+    lease_instance,
     queue_gateway,
     receive,
     settle,
@@ -58,12 +58,6 @@ def bearer(sub: str) -> dict[str, str]:
         "hopcast": {"enqueue": ["#"], "consume": ["#"]},
     }
     return {"Authorization": "Bearer " + jwt.encode(claims, JWT_SECRET, algorithm="HS256")}
-
-
-def instance(lease: str) -> bytes:
-    """The process start a lease token names."""
-    head = lease.split(".", maxsplit=1)[0]
-    return base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))[:8]
 
 
 @contextlib.asynccontextmanager
@@ -96,7 +90,7 @@ async def test_every_row_of_the_status_table_through_another_instance(
             tasks += await receive(on_a, queue, max=6 - len(tasks), wait=20)
         assert sorted(t["id"] for t in tasks) == sorted(ids)
         leases = [t["lease"] for t in tasks]
-        assert {instance(lease) for lease in leases} == {a.app.state.queues.signer.instance}
+        assert {lease_instance(lease) for lease in leases} == {a.app.state.queues.signer.instance}
 
         acked = await settle(on_b, queue, "ack", leases[0])
         assert (acked.status_code, acked.json()) == (200, {"results": {leases[0]: "ok"}})
@@ -119,7 +113,7 @@ async def test_every_row_of_the_status_table_through_another_instance(
         assert nacked.json() == {"results": {leases[2]: "ok"}}
         [back] = await receive(on_b, queue, wait=20)
         assert (back["id"], back["redelivered"]) == (tasks[2]["id"], True)
-        assert instance(back["lease"]) == b.app.state.queues.signer.instance
+        assert lease_instance(back["lease"]) == b.app.state.queues.signer.instance
 
         rejected = await settle(on_b, queue, "reject", leases[3])
         assert rejected.json() == {"results": {leases[3]: "ok"}}
@@ -225,7 +219,7 @@ async def test_workers_settle_the_leases_of_each_other(names: Names, queue: str)
             assert answer.status_code == 200, answer.text
             tasks += answer.json()["tasks"]
         assert {t["id"] for t in tasks} == ids
-        assert len({instance(t["lease"]) for t in tasks}) == 2  # both workers took some
+        assert len({lease_instance(t["lease"]) for t in tasks}) == 2  # both workers took some
         # any worker's scrape answers for both: the leases held by each, summed
         await _scraped(gw.url, queue, hopcast_queue_enqueued_total=40, hopcast_queue_leased=40)
 

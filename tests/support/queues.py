@@ -6,6 +6,7 @@ its dead letters) are deleted afterwards.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import uuid
@@ -22,6 +23,12 @@ from tests.support.sse import EventStream
 
 def fresh_queue_name() -> str:
     return f"test.{uuid.uuid4().hex[:12]}"
+
+
+def lease_instance(lease: str) -> bytes:
+    """The process start a lease token names: the process that owns the lease."""
+    head = lease.split(".", maxsplit=1)[0]
+    return base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))[:8]
 
 
 async def delete_queues(names: list[str]) -> None:
