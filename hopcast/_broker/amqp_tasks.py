@@ -357,6 +357,11 @@ class AmqpChannel:
                     closing.exception()  # retrieved: the loop need not report it
         return _delivery(self._arrived.popleft())
 
+    def arrived(self) -> list[Delivery]:
+        taken = [_delivery(message) for message in self._arrived]
+        self._arrived.clear()
+        return taken
+
     async def get(self, most: int) -> list[Delivery]:
         return [_delivery(message) for message in await self.get_messages(most)]
 

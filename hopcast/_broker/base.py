@@ -133,6 +133,10 @@ class TaskChannel(Protocol):
     async def next(self) -> Delivery:
         """The next delivery of a consuming channel; `BrokerUnavailable` once it closed."""
 
+    def arrived(self) -> list[Delivery]:
+        """The deliveries of a consuming channel that came and were not taken yet, taken
+        now (none waited for)."""
+
     async def get(self, most: int) -> list[Delivery]:
         """Up to ``most`` ready tasks, at once (a pulling channel); none when the queue is empty."""
 

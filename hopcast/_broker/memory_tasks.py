@@ -148,6 +148,16 @@ class MemoryChannel:
                 return self._deliver(queue.ready.popleft())
             await queue.changed.wait()
 
+    def arrived(self) -> list[Delivery]:
+        ready, taken = self._queue.ready, []
+        while (
+            ready
+            and not self.closed
+            and (self._prefetch is None or len(self._unsettled) < self._prefetch)
+        ):
+            taken.append(self._deliver(ready.popleft()))
+        return taken
+
     async def get(self, most: int) -> list[Delivery]:
         if self.closed:
             raise BrokerUnavailable("the channel is closed")

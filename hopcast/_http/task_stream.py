@@ -51,8 +51,11 @@ class TaskStreamResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
             await _write(send, encode_preamble(self.settings.retry, None))
             while True:
-                task = await self.stream.next(self.settings.heartbeat)
-                await _write(send, encode_heartbeat(None) if task is None else encode_task(task))
+                tasks = await self.stream.next_tasks(self.settings.heartbeat)
+                if tasks is None:
+                    await _write(send, encode_heartbeat(None))
+                else:  # the tasks that came together, in one write
+                    await _write(send, b"".join(encode_task(task) for task in tasks))
         except SubscriptionClosed:  # shutting down: come back a little later, spread out
             spread = int(self.settings.retry * random.uniform(1.0, 3.0))
             with contextlib.suppress(OSError, TimeoutError):

@@ -30,6 +30,24 @@ class TaskStream:
         self._seconds = seconds
         self._channel: TaskChannel | None = None
 
+    async def next_tasks(self, idle: float) -> list[dict[str, Any]] | None:
+        """The tasks that came, leased, at least one; None after ``idle`` seconds without
+        one (a heartbeat's turn). Tasks already there are taken without waiting, so a
+        busy stream leases (and writes) a batch at a time; `SubscriptionClosed` as `next`."""
+        channel = self._channel
+        if channel is not None and not self._queue.closing.is_set():
+            tasks = self._grant(channel, channel.arrived())
+            if tasks:
+                return tasks
+        first = await self.next(idle)
+        if first is None:
+            return None
+        channel = self._channel
+        return [first, *self._grant(channel, channel.arrived())] if channel else [first]
+
+    def _grant(self, channel: TaskChannel, deliveries: list[Delivery]) -> list[dict[str, Any]]:
+        return [self._queue.grant(channel, d, self._owner, self._seconds) for d in deliveries]
+
     async def next(self, idle: float) -> dict[str, Any] | None:
         """The next task, leased; None after ``idle`` seconds without one (a heartbeat's turn).
 
