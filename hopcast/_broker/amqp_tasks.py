@@ -23,6 +23,7 @@ deliveries RabbitMQ gives back when it closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -326,6 +327,8 @@ class AmqpChannel:
         self._arrived: deque[aiormq.abc.DeliveredMessage] = deque()
         self._came = asyncio.Event()
         self.key = next(_CHANNEL_KEYS)
+        self._pulling = asyncio.Lock()  # a pull's basic.qos and basic.consume go together
+        self._qos: int | None = None
 
     @property
     def closed(self) -> bool:
@@ -364,6 +367,39 @@ class AmqpChannel:
 
     async def get(self, most: int) -> list[Delivery]:
         return [_delivery(message) for message in await self.get_messages(most)]
+
+    async def take(self, most: int, wait: float, wake: asyncio.Event) -> list[Delivery]:
+        """A consumer of its own with a prefetch of ``most``, cancelled once a first task
+        came (or the wait ended): RabbitMQ sends ``basic.cancel-ok`` after the last
+        delivery to that consumer, so every one it sent is in the answer, and no more
+        than ``most``. One round trip for a batch, and no polling while the queue is empty.
+        One task, or none waited for, is a ``basic.get`` first (one round trip).
+        """
+        if wait <= 0 or most == 1:
+            got = await self.get(most)
+            if got or wait <= 0:
+                return got
+        taken: list[Delivery] = []
+
+        async def took(message: aiormq.abc.DeliveredMessage) -> None:
+            taken.append(_delivery(message))
+            wake.set()
+
+        try:
+            async with self._pulling:
+                if self._qos != most:
+                    await self._channel.basic_qos(prefetch_count=most)
+                    self._qos = most
+                consumer = await self._channel.basic_consume(self._queue, took, no_ack=False)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
+            tag = consumer.consumer_tag
+            if tag is not None:
+                await self._channel.basic_cancel(tag)
+        except CONNECTION_ERRORS as exc:
+            raise _unavailable(f"taking from {self._queue}", exc) from exc
+        return taken
 
     async def get_messages(self, most: int | None) -> list[aiormq.abc.DeliveredMessage]:
         """Up to ``most`` messages (None: all) by ``basic.get``, unacknowledged."""

@@ -140,6 +140,10 @@ class TaskChannel(Protocol):
     async def get(self, most: int) -> list[Delivery]:
         """Up to ``most`` ready tasks, at once (a pulling channel); none when the queue is empty."""
 
+    async def take(self, most: int, wait: float, wake: asyncio.Event) -> list[Delivery]:
+        """Up to ``most`` tasks (a pulling channel), waiting up to ``wait`` seconds for a
+        first one, or until ``wake`` is set (the asker left); none when none came."""
+
     async def settle(self, tag: int, outcome: Outcome) -> None:
         """Ack or give back one delivery; `BrokerUnavailable` when the channel is gone."""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from asyncio import FIRST_COMPLETED
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,6 +157,22 @@ class MemoryChannel:
             and (self._prefetch is None or len(self._unsettled) < self._prefetch)
         ):
             taken.append(self._deliver(ready.popleft()))
+        return taken
+
+    async def take(self, most: int, wait: float, wake: asyncio.Event) -> list[Delivery]:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + wait
+        while not (taken := await self.get(most)) and not wake.is_set():
+            changed = asyncio.ensure_future(self._queue.changed.wait())
+            woken = asyncio.ensure_future(wake.wait())
+            try:
+                left = give_up - loop.time()
+                if left <= 0:
+                    break
+                await asyncio.wait((changed, woken), timeout=left, return_when=FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+                woken.cancel()
         return taken
 
     async def get(self, most: int) -> list[Delivery]:

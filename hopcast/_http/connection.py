@@ -31,7 +31,7 @@ from hopcast._http.parsing import (
     stream_head,
 )
 from hopcast._http.problems import problem
-from hopcast._http.queues import is_task_stream
+from hopcast._http.queues import is_long_poll, is_task_stream
 from hopcast._http.routes import Admitted
 from hopcast._http.streaming import token_expired_frame
 from hopcast._http.writes import Coalescer
@@ -310,6 +310,10 @@ class HttpConnection(asyncio.Protocol):
     async def _serve_app(self, scope: Scope, body: bytes, keep_alive: bool) -> None:
         """Run one request through the Starlette app and write its (small) response."""
         self.disconnected = asyncio.get_running_loop().create_future()
+        if self.transport is not None and is_long_poll(scope["method"], scope["path"]):
+            # to notice the client leaving (and end the wait); a request it pipelines
+            # meanwhile pauses the reading again, as any does
+            self.transport.resume_reading()
         try:
             status, headers, content = await call_app(
                 self.server.app, scope, body, self.disconnected

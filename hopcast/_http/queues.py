@@ -71,6 +71,12 @@ def is_task_stream(method: str, path: str) -> bool:
     return method == "GET" and path.startswith("/queues/") and "/" not in path[len("/queues/") :]
 
 
+def is_long_poll(method: str, path: str) -> bool:
+    """Whether a request may wait for its answer (``POST /queues/NAME/receive``): the
+    listener watches for its client leaving meanwhile, so that the wait ends with it."""
+    return method == "POST" and path.startswith("/queues/") and path.endswith("/receive")
+
+
 # -- request values -------------------------------------------------------------
 
 

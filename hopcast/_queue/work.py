@@ -26,9 +26,6 @@ from hopcast._queue.tasks import dead_letter_object, task_object, timestamp
 
 log = logging.getLogger("hopcast.queue")  # named by layer: module paths are internal
 
-PULL_PAUSE_FIRST = 0.05
-PULL_PAUSE_MAX = 0.5
-"""Seconds between two looks at an empty queue while a pull waits (doubling from the first)."""
 _OUTCOMES: dict[Action, Outcome] = {"ack": "ack", "nack": "requeue", "reject": "dead"}
 DEPTH_TIMEOUT = 2.0
 """Seconds a scrape waits for a queue's depth."""
@@ -217,20 +214,28 @@ class WorkQueue:
         self, owner: str | None, most: int, wait: float, seconds: float
     ) -> list[dict[str, Any]]:
         """Up to ``most`` tasks, waiting up to ``wait`` seconds for a first one."""
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + wait
-        pause = PULL_PAUSE_FIRST
-        while True:
-            channel, deliveries = await self._pull_some(most, owner, seconds)
-            left = give_up - loop.time()
-            if deliveries or left <= 0:
-                return [self.grant(channel, d, owner, seconds) for d in deliveries]
-            await asyncio.sleep(min(pause, left))
-            pause = min(PULL_PAUSE_MAX, pause * 2)
+        channel = await self._pull_channel()
+        wake = asyncio.Event()
+        taking = asyncio.ensure_future(channel.take(most, wait, wake))
+        try:
+            deliveries = await asyncio.shield(taking)
+        except asyncio.CancelledError:
+            # the client left: stop waiting, and lease what came anyway, so that it goes back
+            wake.set()
+            taking.add_done_callback(lambda done: self._orphans(channel, done, owner, seconds))
+            raise
+        except BrokerUnavailable:
+            async with self._pull_lock:
+                if self._pull is channel:
+                    self.forget(channel)
+                    self._pull = None
+                    await channel.aclose()
+            raise
+        return [self.grant(channel, d, owner, seconds) for d in deliveries]
 
-    async def _pull_some(
-        self, most: int, owner: str | None, seconds: float
-    ) -> tuple[TaskChannel, list[Delivery]]:
+    async def _pull_channel(self) -> TaskChannel:
+        """The queue's pulling channel, opened again when it closed (every receive shares it:
+        each takes with a consumer of its own)."""
         async with self._pull_lock:
             channel = self._pull
             if channel is None or channel.closed:
@@ -238,18 +243,7 @@ class WorkQueue:
                     self.forget(channel)
                 await self._router.until_reachable()
                 channel = self._pull = await self._tasks.channel(self.amqp, None)
-            taking = asyncio.ensure_future(channel.get(most))
-            try:
-                return channel, await asyncio.shield(taking)
-            except asyncio.CancelledError:
-                # the client left mid-get: lease what came anyway, so that it goes back in time
-                taking.add_done_callback(lambda done: self._orphans(channel, done, owner, seconds))
-                raise
-            except BrokerUnavailable:
-                self.forget(channel)
-                self._pull = None
-                await channel.aclose()
-                raise
+            return channel
 
     def _orphans(
         self,
